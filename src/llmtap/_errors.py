@@ -1,0 +1,209 @@
+"""Every error llmtap raises, as one tree.
+
+::
+
+    LLMError                       server trouble of any kind; carries method, url, request_id
+    ├── LLMConnectionError         the endpoint could not be reached, or the connection broke
+    │   └── LLMTimeoutError        a deadline passed: .deadline ("connect", "first_token",
+    │                              "idle", "total", "preflight") and .timeout (seconds)
+    ├── LLMResponseError           the server answered with an error: .status_code,
+    │   │                          .server_message, .error_type, .error_code, .retry_after
+    │   └── LLMRateLimitError      status 429
+    └── LLMStreamError             the answer stream was malformed or ended without its end
+        └── LLMStreamInterrupted   the stream broke after output reached the caller:
+                                   .partial_text, .chunks_received; __cause__ is the failure
+
+    LLMUsageError (RuntimeError)   the library was used wrongly (a stream iterated twice, a
+                                   closed client used); a bug in the caller, not server trouble
+
+Messages say what happened and what to do. None of them, nor any repr, contains an API key:
+the key only ever travels in a request header, and URLs are shown without their userinfo.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+__all__ = [
+    "LLMConnectionError",
+    "LLMError",
+    "LLMRateLimitError",
+    "LLMResponseError",
+    "LLMStreamError",
+    "LLMStreamInterrupted",
+    "LLMTimeoutError",
+    "LLMUsageError",
+]
+
+#: Longest server message kept on an error, in characters.
+MAX_SERVER_MESSAGE = 2048
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` without a password in its userinfo part."""
+    if "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.password is not None else f"{parts.username}@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class LLMError(Exception):
+    """Base class of every error llmtap raises for server or network trouble.
+
+    Attributes:
+        message: What happened and what to do about it.
+        method: HTTP method of the request that failed, if a request was made.
+        url: URL of that request (userinfo redacted).
+        request_id: The server's request id (``x-request-id`` and similar), when it sent one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.method = method
+        self.url = redact_url(url) if url is not None else None
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.method and self.url:
+            text = f"{text} [{self.method} {self.url}]"
+        if self.request_id:
+            text = f"{text} (request id {self.request_id})"
+        return text
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only constructors do not survive pickling by default.
+        return (_rebuild, (type(self), self.__dict__))
+
+
+def _rebuild(cls: type[LLMError], state: dict[str, object]) -> LLMError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
+
+class LLMConnectionError(LLMError):
+    """The endpoint could not be reached, or the connection broke while talking to it."""
+
+
+class LLMTimeoutError(LLMConnectionError):
+    """A deadline passed.
+
+    Attributes:
+        deadline: Which one: ``"connect"``, ``"first_token"``, ``"idle"``, ``"total"`` or
+            ``"preflight"``.
+        timeout: Its value in seconds.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        deadline: str,
+        timeout: float,
+        method: str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url, request_id=request_id)
+        self.deadline = deadline
+        self.timeout = timeout
+
+
+class LLMResponseError(LLMError):
+    """The server answered with an error, as an HTTP status or as an error object in the stream.
+
+    Attributes:
+        status_code: HTTP status, or the numeric ``code`` of an in-stream error object; ``None``
+            when the server gave no number.
+        server_message: What the server said, parsed from its JSON body (at most 2 KiB).
+        error_type: The body's ``type`` field (``"invalid_request_error"``, ...), if any.
+        error_code: The body's ``code`` field when it is a string (``"insufficient_quota"``, ...).
+        retry_after: Seconds the server asked to wait before retrying, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        server_message: str | None = None,
+        error_type: str | None = None,
+        error_code: str | None = None,
+        retry_after: float | None = None,
+        method: str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url, request_id=request_id)
+        self.status_code = status_code
+        if server_message is not None and len(server_message) > MAX_SERVER_MESSAGE:
+            server_message = server_message[:MAX_SERVER_MESSAGE] + "…"
+        self.server_message = server_message
+        self.error_type = error_type
+        self.error_code = error_code
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r})"
+
+
+class LLMRateLimitError(LLMResponseError):
+    """The server refused the request with status 429 (rate limit or exhausted quota)."""
+
+
+class LLMStreamError(LLMError):
+    """The answer stream was malformed (a chunk that is not JSON, a line over the size limit)
+    or ended without its terminator before any output reached the caller."""
+
+
+class LLMStreamInterrupted(LLMStreamError):
+    """The stream broke after part of the answer had reached the caller.
+
+    Nothing is retried at that point, because a retry would repeat what the caller already has.
+    ``__cause__`` is the underlying failure (an ``LLMConnectionError``, ``LLMTimeoutError``,
+    ``LLMResponseError`` or ``LLMStreamError``).
+
+    Attributes:
+        partial_text: The text content delivered before the failure.
+        chunks_received: How many chunks reached the caller.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str,
+        chunks_received: int,
+        method: str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, method=method, url=url, request_id=request_id)
+        self.partial_text = partial_text
+        self.chunks_received = chunks_received
+
+
+class LLMUsageError(RuntimeError):
+    """The library was used wrongly: a stream iterated twice, a closed client reused."""
