@@ -1,5 +1,16 @@
-"""llmtap: the async streaming client for local LLM servers and OpenAI-compatible APIs."""
+"""llmtap: the async streaming client for local LLM servers and OpenAI-compatible APIs.
 
+Example:
+    >>> import llmtap
+    >>> async def main() -> None:
+    ...     async with llmtap.LLMClient(model="qwen3") as client:
+    ...         await client.preflight_check()
+    ...         async for chunk in client.stream_chat_with_retry([llmtap.Message.user("Hi")]):
+    ...             ...
+"""
+
+from llmtap._client import LLMClient
+from llmtap._config import LLMConfig
 from llmtap._errors import (
     LLMConnectionError,
     LLMError,
@@ -11,8 +22,13 @@ from llmtap._errors import (
     LLMUsageError,
 )
 from llmtap._messages import Message, ToolCall
+from llmtap._preflight import PreflightReport
+
+__version__ = "0.1.0"
 
 __all__ = [
+    "LLMClient",
+    "LLMConfig",
     "LLMConnectionError",
     "LLMError",
     "LLMRateLimitError",
@@ -22,5 +38,7 @@ __all__ = [
     "LLMTimeoutError",
     "LLMUsageError",
     "Message",
+    "PreflightReport",
     "ToolCall",
+    "__version__",
 ]

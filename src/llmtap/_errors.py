@@ -141,6 +141,8 @@ class LLMResponseError(LLMError):
         error_type: The body's ``type`` field (``"invalid_request_error"``, ...), if any.
         error_code: The body's ``code`` field when it is a string (``"insufficient_quota"``, ...).
         retry_after: Seconds the server asked to wait before retrying, if it said.
+        should_retry: The server's ``x-should-retry`` header (``True``/``False``), which
+            overrides the status rule; ``None`` when it sent none.
     """
 
     def __init__(
@@ -152,12 +154,14 @@ class LLMResponseError(LLMError):
         error_type: str | None = None,
         error_code: str | None = None,
         retry_after: float | None = None,
+        should_retry: bool | None = None,
         method: str | None = None,
         url: str | None = None,
         request_id: str | None = None,
     ) -> None:
         super().__init__(message, method=method, url=url, request_id=request_id)
         self.status_code = status_code
+        self.should_retry = should_retry
         if server_message is not None and len(server_message) > MAX_SERVER_MESSAGE:
             server_message = server_message[:MAX_SERVER_MESSAGE] + "…"
         self.server_message = server_message

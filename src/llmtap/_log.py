@@ -1,0 +1,55 @@
+"""Structured logging that leaves the application in charge.
+
+llmtap never configures logging. Events go to the standard-library logger ``llmtap`` through
+structlog: the message reads ``event key=value ...`` for plain handlers, and the fields ride along
+in ``extra={"llmtap": {...}}`` for structured ones. Secrets are redacted before anything leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+from llmtap._config import SECRET_HEADERS
+
+__all__ = ["get_logger"]
+
+_SECRET_KEYS = SECRET_HEADERS | {"api_key", "password", "token", "secret"}
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            key: "***" if str(key).lower() in _SECRET_KEYS else _redact(item)
+            for key, item in value.items()
+        }
+    return value
+
+
+def _redact_processor(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "***"
+        else:
+            event_dict[key] = _redact(event_dict[key])
+    return event_dict
+
+
+def _to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> dict[str, Any]:
+    event = str(event_dict.pop("event", ""))
+    fields = " ".join(f"{key}={value!r}" for key, value in event_dict.items())
+    return {"msg": f"{event} {fields}" if fields else event, "extra": {"llmtap": dict(event_dict)}}
+
+
+def get_logger(name: str = "llmtap") -> Any:
+    """A structlog logger bound to the standard-library logger ``name``."""
+    return structlog.wrap_logger(
+        logging.getLogger(name),
+        processors=[_redact_processor, _to_stdlib],
+        wrapper_class=structlog.stdlib.BoundLogger,
+    )
