@@ -1,0 +1,449 @@
+"""The accumulator: decoded stream chunks in, typed events out, one ``ChatResult`` at the end.
+
+Pure: no I/O, no asyncio. It sits on the per-token path, so each chunk costs the same however
+long the answer grows: text pieces go into lists joined once at the end, and no pydantic model
+is built per chunk.
+
+Two dialects:
+
+* ``"openai"``: ``chat.completion.chunk`` dicts from OpenAI, vLLM, llama.cpp, LM Studio and
+  Ollama's ``/v1`` layer. Only the choice with ``index`` 0 is accumulated; other choices
+  (``n`` > 1) are ignored.
+* ``"ollama"``: the NDJSON lines of Ollama's native ``/api/chat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import orjson
+
+from llmtap._errors import LLMStreamError
+from llmtap._messages import Message, ToolCall
+from llmtap._results import (
+    ChatResult,
+    FinishEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+
+__all__ = ["Accumulator"]
+
+#: Native Ollama fields of the final line that ``Accumulator.ollama_metrics`` collects.
+OLLAMA_METRICS = (
+    "total_duration", "load_duration", "prompt_eval_count",
+    "prompt_eval_duration", "eval_count", "eval_duration",
+)  # fmt: skip
+
+_EXCERPT = 200
+
+
+class _PartialCall:
+    """One tool call while its pieces arrive."""
+
+    __slots__ = ("arguments", "id", "index", "name", "parts")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.id: str | None = None
+        self.name: str | None = None
+        self.parts: list[str] = []
+        self.arguments: dict[str, Any] | None = None  # set when the server sent an object
+
+
+class _ToolCalls:
+    """Tool-call pieces in, partial calls held by index and id.
+
+    Rules, in order, for one piece with server ``index``, ``id`` and ``name`` (each optional):
+
+    1. A known ``id`` continues that call (servers that repeat the id on every piece).
+    2. A known ``index`` continues the latest call at that index, unless the piece brings an
+       ``id`` different from that call's: then it is a new call (older Ollama sends index 0 for
+       every call; vLLM may send two calls at one index in one chunk).
+    3. No ``index`` and no ``id``: the piece continues the last call unless it has a ``name``,
+       which starts a new call.
+    4. Anything else starts a new call, at the server's index when free, else the next free one.
+
+    ``id`` and ``name`` are set once and never concatenated: the first one seen is kept.
+    """
+
+    __slots__ = ("_by_id", "_by_server_index", "_calls", "_used")
+
+    def __init__(self) -> None:
+        self._calls: list[_PartialCall] = []
+        self._by_server_index: dict[int, _PartialCall] = {}
+        self._by_id: dict[str, _PartialCall] = {}
+        self._used: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def _new(self, server_index: int | None) -> _PartialCall:
+        index = server_index if server_index is not None else len(self._calls)
+        while index in self._used:
+            index += 1
+        call = _PartialCall(index)
+        self._used.add(index)
+        self._calls.append(call)
+        if server_index is not None:
+            self._by_server_index[server_index] = call
+        return call
+
+    def _find(self, index: int | None, call_id: str | None, name: str | None) -> _PartialCall:
+        if call_id is not None and call_id in self._by_id:
+            return self._by_id[call_id]
+        if index is not None:
+            call = self._by_server_index.get(index)
+            if call is not None and (call_id is None or call.id is None):
+                return call
+            return self._new(index)
+        if call_id is None and name is None and self._calls:
+            return self._calls[-1]
+        return self._new(None)
+
+    def add(self, index: Any, call_id: Any, name: Any, arguments: Any) -> ToolCallDelta | None:
+        """Take one piece; return its event, or ``None`` if it brought nothing new."""
+        if not isinstance(index, int):
+            index = None
+        if not isinstance(call_id, str) or not call_id:
+            call_id = None
+        if not isinstance(name, str) or not name:
+            name = None
+        call = self._find(index, call_id, name)
+        new_id = new_name = None
+        if call_id is not None and call.id is None:
+            call.id = new_id = call_id
+            self._by_id[call_id] = call
+        if name is not None and call.name is None:
+            call.name = new_name = name
+        if isinstance(arguments, str):
+            text = arguments
+            if text:
+                call.parts.append(text)
+        elif arguments is None:
+            text = ""
+        else:
+            # An object (Ollama native) is used as is; anything else fails later, in result().
+            text = orjson.dumps(arguments).decode()
+            if isinstance(arguments, dict):
+                call.arguments = arguments
+            else:
+                call.parts.append(text)
+        if not text and new_id is None and new_name is None:
+            return None
+        return ToolCallDelta(call.index, new_id, new_name, text)
+
+    def build(self, finish_reason: str | None) -> tuple[ToolCall, ...]:
+        """The finished calls, in index order, with decoded arguments and an id each."""
+        taken = {call.id for call in self._calls if call.id is not None}
+        calls = []
+        for call in sorted(self._calls, key=lambda c: c.index):
+            name = call.name
+            if name is None:
+                raise LLMStreamError(
+                    f"Tool call #{call.index} arrived without a function name "
+                    f"(arguments: {_excerpt(''.join(call.parts))!r})"
+                )
+            call_id = call.id
+            if call_id is None:
+                call_id = f"call_{call.index}"
+                n = 1
+                while call_id in taken:
+                    call_id, n = f"call_{call.index}_{n}", n + 1
+                taken.add(call_id)
+            arguments = call.arguments
+            if arguments is None:
+                arguments = _decode_arguments(name, "".join(call.parts), finish_reason)
+            calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
+        return tuple(calls)
+
+
+def _excerpt(text: str) -> str:
+    if len(text) <= _EXCERPT:
+        return text
+    half = _EXCERPT // 2
+    return f"{text[:half]}…{text[-half:]}"
+
+
+def _decode_arguments(name: str, text: str, finish_reason: str | None) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise LLMStreamError(
+            f"Tool call {name!r} has arguments that are not valid JSON: {_excerpt(text)!r}"
+            f" — the answer was probably cut off (finish_reason={finish_reason!r});"
+            " raise max_tokens"
+        ) from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise LLMStreamError(
+            f"Tool call {name!r} has arguments that are not a JSON object: {_excerpt(text)!r}"
+        )
+    return value
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class Accumulator:
+    """Turns the decoded chunks of one chat stream into events and a final ``ChatResult``.
+
+    Args:
+        dialect: ``"openai"`` for ``chat.completion.chunk`` dicts (OpenAI, vLLM, llama.cpp,
+            LM Studio, Ollama ``/v1``), ``"ollama"`` for Ollama's native ``/api/chat`` lines.
+
+    Only choice 0 of an OpenAI-style chunk is accumulated. Unknown keys are ignored. A chunk
+    with a non-null top-level ``error`` raises ``LLMStreamError``: the client must turn error
+    objects into ``LLMResponseError`` before they get here; this is a safety net.
+
+    Example:
+        >>> acc = Accumulator()
+        >>> acc.feed({"model": "m", "choices": [{"index": 0, "delta": {"content": "Hi"}}]})
+        [TextDelta(text='Hi')]
+        >>> acc.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        [FinishEvent(finish_reason='stop')]
+        >>> acc.result(server="vllm").text
+        'Hi'
+    """
+
+    def __init__(self, dialect: Literal["openai", "ollama"] = "openai") -> None:
+        if dialect not in ("openai", "ollama"):
+            raise ValueError(f"dialect must be 'openai' or 'ollama', not {dialect!r}")
+        self._native = dialect == "ollama"
+        self._chunks = 0
+        self._text: list[str] = []
+        self._reasoning: list[str] = []
+        self._tools = _ToolCalls()
+        self._finish_reason: str | None = None
+        self._usage: Usage | None = None
+        self._usage_key: tuple[int | None, int | None, int | None] | None = None
+        self._model: str | None = None
+        self._ollama_metrics: dict[str, int] = {}
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The answer's text so far."""
+        return "".join(self._text)
+
+    @property
+    def tool_calls_started(self) -> bool:
+        """Whether any tool call has begun."""
+        return bool(self._tools)
+
+    @property
+    def finish_reason(self) -> str | None:
+        """The finish reason, once the server has sent one."""
+        return self._finish_reason
+
+    @property
+    def usage(self) -> Usage | None:
+        """The latest token counts the server reported."""
+        return self._usage
+
+    @property
+    def model(self) -> str | None:
+        """The model name from the first chunk that named one."""
+        return self._model
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks (or whole responses) were fed."""
+        return self._chunks
+
+    @property
+    def ollama_metrics(self) -> dict[str, int]:
+        """Native Ollama counters and nanosecond durations seen (``eval_count``, ...)."""
+        return dict(self._ollama_metrics)
+
+    # -- input -------------------------------------------------------------------------------
+
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        """Take one decoded chunk; return the events it produced, in order.
+
+        Raises:
+            LLMStreamError: The chunk is a server error object.
+        """
+        self._chunks += 1
+        if chunk.get("error") is not None:
+            detail = _excerpt(orjson.dumps(chunk["error"], default=repr).decode())
+            raise LLMStreamError(f"server error object reached the accumulator: {detail}")
+        if self._model is None:
+            model = chunk.get("model")
+            if isinstance(model, str) and model:
+                self._model = model
+        events: list[StreamEvent] = []
+        if self._native:
+            self._feed_native(chunk, events)
+            return events
+        choices = chunk.get("choices")
+        if choices:
+            for choice in choices:
+                if choice.get("index", 0) == 0:
+                    self._feed_choice(choice, choice.get("delta"), events)
+        usage = chunk.get("usage")
+        if usage:
+            counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            self._set_usage((*counts, usage.get("total_tokens")), events)
+        return events
+
+    def feed_completion(self, body: dict[str, Any]) -> list[StreamEvent]:
+        """Take a whole non-streaming response; same events and state as its stream would give.
+
+        Raises:
+            LLMStreamError: The body is a server error object.
+        """
+        if self._native:
+            return self.feed(body)
+        choices = body.get("choices")
+        chunk = {key: value for key, value in body.items() if key != "choices"}
+        if choices:
+            chunk["choices"] = [
+                {
+                    "index": choice.get("index", 0),
+                    "delta": choice.get("message"),
+                    "finish_reason": choice.get("finish_reason"),
+                }
+                for choice in choices
+            ]
+        return self.feed(chunk)
+
+    def _feed_choice(
+        self, choice: dict[str, Any], delta: dict[str, Any] | None, events: list[StreamEvent]
+    ) -> None:
+        if delta:
+            reasoning = delta.get("reasoning")
+            other = delta.get("reasoning_content")
+            if reasoning:
+                self._reasoning.append(reasoning)
+                events.append(ReasoningDelta(reasoning))
+            if other and other != reasoning:
+                self._reasoning.append(other)
+                events.append(ReasoningDelta(other))
+            content = delta.get("content")
+            if content:
+                self._text.append(content)
+                events.append(TextDelta(content))
+            tool_calls = delta.get("tool_calls")
+            if tool_calls:
+                add = self._tools.add
+                for piece in tool_calls:
+                    function = piece.get("function") or {}
+                    event = add(
+                        piece.get("index"),
+                        piece.get("id"),
+                        function.get("name"),
+                        function.get("arguments"),
+                    )
+                    if event is not None:
+                        events.append(event)
+            elif function := delta.get("function_call"):  # legacy; ignored beside tool_calls
+                event = self._tools.add(0, None, function.get("name"), function.get("arguments"))
+                if event is not None:
+                    events.append(event)
+        reason = choice.get("finish_reason")
+        if reason:
+            self._finish(reason, events)
+
+    def _finish(self, reason: str, events: list[StreamEvent]) -> None:
+        if reason != self._finish_reason:
+            self._finish_reason = reason
+            events.append(FinishEvent(reason))
+
+    def _feed_native(self, chunk: dict[str, Any], events: list[StreamEvent]) -> None:
+        message = chunk.get("message")
+        if message:
+            thinking = message.get("thinking")
+            if thinking:
+                self._reasoning.append(thinking)
+                events.append(ReasoningDelta(thinking))
+            content = message.get("content")
+            if content:
+                self._text.append(content)
+                events.append(TextDelta(content))
+            # Native calls always arrive whole, so each named entry is a call of its own.
+            for call in message.get("tool_calls") or ():
+                function = call.get("function") or {}
+                event = self._tools.add(
+                    None, call.get("id"), function.get("name"), function.get("arguments")
+                )
+                if event is not None:
+                    events.append(event)
+        if chunk.get("done"):
+            reason = chunk.get("done_reason") or "stop"
+            if reason == "stop" and self._tools:
+                reason = "tool_calls"
+            self._finish(reason, events)
+            metrics = self._ollama_metrics
+            for key in OLLAMA_METRICS:
+                value = _count(chunk.get(key))
+                if value is not None:
+                    metrics[key] = value
+            prompt = metrics.get("prompt_eval_count")
+            completion = metrics.get("eval_count")
+            if prompt is not None or completion is not None:
+                total = (prompt or 0) + (completion or 0)
+                self._set_usage((prompt, completion, total), events)
+
+    def _set_usage(self, counts: tuple[Any, Any, Any], events: list[StreamEvent]) -> None:
+        prompt, completion, total = _count(counts[0]), _count(counts[1]), _count(counts[2])
+        if total is None and prompt is not None and completion is not None:
+            total = prompt + completion
+        key = (prompt, completion, total)
+        if key != self._usage_key:
+            self._usage_key = key
+            self._usage = Usage(
+                prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
+            )
+            events.append(UsageEvent(self._usage))
+
+    # -- output ------------------------------------------------------------------------------
+
+    def result(
+        self,
+        *,
+        server: str | None = None,
+        timings: Timings | None = None,
+        warnings: Sequence[str] = (),
+    ) -> ChatResult:
+        """Build the final result from everything fed so far.
+
+        Args:
+            server: The kind of server, as the caller knows it.
+            timings: Durations the caller measured.
+            warnings: Notes to pass on to the caller.
+
+        Raises:
+            LLMStreamError: A tool call has no name, or its arguments are not a JSON object
+                (usually because the answer was cut off).
+        """
+        text = "".join(self._text)
+        tool_calls = self._tools.build(self._finish_reason)
+        message = Message(
+            role="assistant",
+            content=None if not text and tool_calls else text,
+            tool_calls=tool_calls or None,
+        )
+        return ChatResult(
+            message=message,
+            text=text,
+            reasoning="".join(self._reasoning),
+            tool_calls=tool_calls,
+            finish_reason=self._finish_reason,
+            usage=self._usage,
+            timings=timings,
+            model=self._model,
+            server=server,
+            warnings=tuple(warnings),
+        )

@@ -1,0 +1,199 @@
+"""What a chat stream produces: small events while it runs, one ``ChatResult`` at the end.
+
+The events are plain frozen slotted dataclasses, cheap enough to build once per token; the
+pydantic models (``ChatResult``, ``Usage``, ``Timings``) are built once per answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from llmtap._messages import Message, ToolCall
+
+__all__ = [
+    "ChatResult",
+    "FinishEvent",
+    "ReasoningDelta",
+    "StreamEvent",
+    "TextDelta",
+    "Timings",
+    "ToolCallDelta",
+    "Usage",
+    "UsageEvent",
+]
+
+
+class Usage(BaseModel):
+    """Token counts the server reported for one answer.
+
+    Any count the server did not send is ``None``.
+
+    Attributes:
+        prompt_tokens: Tokens in the prompt.
+        completion_tokens: Tokens generated.
+        total_tokens: Their sum, as the server reported it (or computed from the two).
+
+    Example:
+        >>> Usage(prompt_tokens=12, completion_tokens=34, total_tokens=46).total_tokens
+        46
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class Timings(BaseModel):
+    """How long an answer took, in seconds. Any figure that was not measured is ``None``.
+
+    Attributes:
+        time_to_first_token: From sending the request to the first output token.
+        total: From sending the request to the end of the answer.
+        tokens_per_second: Generation speed.
+        load_duration: Time the server spent loading the model (Ollama reports it).
+
+    Example:
+        >>> Timings(time_to_first_token=0.25, total=1.5).total
+        1.5
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    time_to_first_token: float | None = None
+    total: float | None = None
+    tokens_per_second: float | None = None
+    load_duration: float | None = None
+
+
+class ChatResult(BaseModel):
+    """The whole answer to one chat request, assembled from its stream.
+
+    Attributes:
+        message: The answer as an assistant ``Message``, ready to append to the conversation.
+            Its ``content`` is the text, or ``None`` when the text is empty and the model only
+            called tools.
+        text: The answer's text (``""`` if there was none).
+        reasoning: The model's thinking, from whichever field the server used for it
+            (``reasoning``, ``reasoning_content`` or ``thinking``); ``""`` if there was none.
+        tool_calls: The tool calls, in the order of their index, with decoded arguments.
+        finish_reason: Why generation stopped (``"stop"``, ``"length"``, ``"tool_calls"``,
+            ...), or ``None`` if the server never said.
+        usage: Token counts, if the server sent them.
+        timings: Durations measured by the client, if any.
+        model: The model name the server reported.
+        server: The kind of server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or
+            ``"openai-compatible"``.
+        warnings: Things worth knowing that did not stop the answer.
+
+    Example:
+        >>> result = ChatResult(
+        ...     message=Message(role="assistant", content="Hi!"),
+        ...     text="Hi!",
+        ...     finish_reason="stop",
+        ... )
+        >>> result.text, result.finish_reason, result.tool_calls
+        ('Hi!', 'stop', ())
+        >>> history = [Message.user("Hello"), result.message]  # continue the conversation
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    message: Message
+    text: str
+    reasoning: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    timings: Timings | None = None
+    model: str | None = None
+    server: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    """A piece of the answer's text.
+
+    Example:
+        >>> event = TextDelta("Hel")
+        >>> event.type, event.text
+        ('text', 'Hel')
+    """
+
+    type: ClassVar[Literal["text"]] = "text"
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningDelta:
+    """A piece of the model's thinking (never part of the answer's text).
+
+    Example:
+        >>> ReasoningDelta("Let me think.").type
+        'reasoning'
+    """
+
+    type: ClassVar[Literal["reasoning"]] = "reasoning"
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """A piece of one tool call.
+
+    ``id`` and ``name`` are given once per call, on the first piece that carries them (servers
+    that repeat them on every piece are normalised); ``None`` otherwise. A call the server sent
+    without an id gets one only in the final ``ChatResult``.
+
+    Attributes:
+        index: Which call this piece belongs to; unique per call within one answer.
+        id: The call's id, on the piece that introduced it.
+        name: The function's name, on the piece that introduced it.
+        arguments: The argument text of this piece as received (a whole JSON text when the
+            server sent the call whole; an object argument is serialised to JSON).
+
+    Example:
+        >>> ToolCallDelta(0, "call_1", "get_weather", '{"city": ').arguments
+        '{"city": '
+    """
+
+    type: ClassVar[Literal["tool_call"]] = "tool_call"
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(slots=True, frozen=True)
+class UsageEvent:
+    """The server reported token counts (sent again each time they change).
+
+    Example:
+        >>> UsageEvent(Usage(prompt_tokens=3)).usage.prompt_tokens
+        3
+    """
+
+    type: ClassVar[Literal["usage"]] = "usage"
+    usage: Usage
+
+
+@dataclass(slots=True, frozen=True)
+class FinishEvent:
+    """The server said why generation stopped.
+
+    Example:
+        >>> FinishEvent("length").finish_reason
+        'length'
+    """
+
+    type: ClassVar[Literal["finish"]] = "finish"
+    finish_reason: str
+
+
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | UsageEvent | FinishEvent
+"""Any event a stream produces; tell them apart with ``match`` or their ``type``."""
