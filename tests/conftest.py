@@ -9,13 +9,13 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from llmtap import LLMClient, LLMConfig
-from llmtap._retry import waits_disabled
+from llmtap.testing import no_retry_waits
 
 
 @pytest.fixture
 def no_waits() -> Iterator[None]:
     """Retries happen at once (the public switch, not a patched function)."""
-    with waits_disabled():
+    with no_retry_waits():
         yield
 
 

@@ -163,7 +163,9 @@ async def test_json_answer_to_a_stream_request_is_accepted() -> None:
 async def test_html_page_is_not_an_llm_api() -> None:
     """A 200 with an HTML body raises LLMResponseError saying the endpoint is wrong."""
     async with TestServer(dialect="openai") as server:
-        server.script(Reply(raw_body=b"<html><body>Welcome</body></html>", content_type="text/html"))
+        server.script(
+            Reply(raw_body=b"<html><body>Welcome</body></html>", content_type="text/html")
+        )
         async with make_client(server.url) as client:
             with pytest.raises(LLMResponseError) as info:
                 await _collect(client)
@@ -562,7 +564,7 @@ async def test_api_key_never_reaches_any_log(
     """With every logger at DEBUG, a run with retries and errors never logs the key."""
     key = "sk-never-log-me-42"
     caplog.set_level(logging.DEBUG)
-    async with TestServer(dialect="openai", api_key=key) as server:
+    async with TestServer(dialect="openai", api_key=key, models=["llama3.2"]) as server:
         server.script(Reply(status=503), Reply(text="ok"))
         async with make_client(server.url, api_key=key) as client:
             await _collect_retry(client)

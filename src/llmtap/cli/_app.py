@@ -30,8 +30,9 @@ def _root() -> None:
 
 @app.command()
 def chat(
-    prompt: Annotated[str | None, typer.Argument(help="The question; read from stdin if omitted.")]
-    = None,
+    prompt: Annotated[
+        str | None, typer.Argument(help="The question; read from stdin if omitted.")
+    ] = None,
     endpoint: Annotated[str | None, typer.Option(help="Server URL (default: Ollama).")] = None,
     model: Annotated[str | None, typer.Option(help="Model name.")] = None,
     api_key: Annotated[
@@ -45,7 +46,7 @@ def chat(
     """
     if prompt is None:
         if sys.stdin.isatty():
-            typer.echo("Give a prompt: llmtap chat \"...\" (or pipe one in).", err=True)
+            typer.echo('Give a prompt: llmtap chat "..." (or pipe one in).', err=True)
             raise typer.Exit(EXIT_USAGE)
         prompt = sys.stdin.read()
     overrides: dict[str, object] = {}
@@ -76,10 +77,10 @@ async def _chat(config: LLMConfig, messages: list[Message]) -> int:
             await client.preflight_check()
             async for chunk in client.stream_chat_with_retry(messages):
                 for choice in chunk.get("choices") or ():
-                    if choice.get("index", 0) == 0 and (delta := choice.get("delta")):
-                        if content := delta.get("content"):
-                            out.write(content)
-                            out.flush()
+                    delta = choice.get("delta") if choice.get("index", 0) == 0 else None
+                    if delta and (content := delta.get("content")):
+                        out.write(content)
+                        out.flush()
     except LLMUsageError as exc:
         typer.echo(f"\nerror: {exc}", err=True)
         return EXIT_USAGE
