@@ -169,7 +169,7 @@ async def test_html_page_is_not_an_llm_api() -> None:
         async with make_client(server.url) as client:
             with pytest.raises(LLMResponseError) as info:
                 await _collect(client)
-    assert "not an LLM stream" in info.value.message
+    assert "not an LLM answer" in info.value.message
     assert "text/html" in info.value.message
 
 

@@ -9,6 +9,7 @@ Example:
     ...             ...
 """
 
+from llmtap._accumulate import Accumulator
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
 from llmtap._errors import (
@@ -23,10 +24,26 @@ from llmtap._errors import (
 )
 from llmtap._messages import Message, ToolCall
 from llmtap._preflight import PreflightReport
+from llmtap._results import (
+    ChatResult,
+    FinishEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    Timings,
+    ToolCallDelta,
+    Usage,
+    UsageEvent,
+)
+from llmtap._stream import ChatStream
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accumulator",
+    "ChatResult",
+    "ChatStream",
+    "FinishEvent",
     "LLMClient",
     "LLMConfig",
     "LLMConnectionError",
@@ -39,6 +56,13 @@ __all__ = [
     "LLMUsageError",
     "Message",
     "PreflightReport",
+    "ReasoningDelta",
+    "StreamEvent",
+    "TextDelta",
+    "Timings",
     "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "UsageEvent",
     "__version__",
 ]

@@ -1,152 +1,88 @@
-"""The only module that does HTTP: requests, deadlines, stream reading, retries, preflight.
+"""``LLMClient``: the connection pool, the retry loop, and the calls users make.
 
-Data flows one way: response bytes → decoder (SSE or NDJSON) → chunk dicts → the caller, with the
-retry loop wrapped around everything that happens before the first chunk reaches the caller.
+Data flows one way: response bytes → decoder (SSE or NDJSON) → chunk dicts → accumulator →
+events and a ``ChatResult``. The retry loop wraps everything that happens before the first chunk
+reaches the caller; after that nothing is retried, because the caller would see it twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any, Self, cast
+import struct
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any, Self
 
 import aiohttp
 import orjson
 
 from llmtap import _retry
+from llmtap._accumulate import Accumulator
 from llmtap._config import LLMConfig
-from llmtap._dialects import (
-    Dialect,
-    MessageLike,
-    build_payload,
-    completion_to_chunk,
-    parse_error_body,
-    parse_error_object,
-)
+from llmtap._dialects import Dialect, MessageLike, build_payload, guess_server
 from llmtap._errors import (
-    LLMConnectionError,
     LLMError,
-    LLMRateLimitError,
     LLMResponseError,
-    LLMStreamError,
     LLMStreamInterrupted,
-    LLMTimeoutError,
     LLMUsageError,
 )
 from llmtap._log import get_logger
-from llmtap._ndjson import NDJSONDecoder
-from llmtap._preflight import (
-    PreflightReport,
-    ServerKind,
-    canonical_ollama_name,
-    match_model,
-    read_model_listing,
-    read_ollama_tags,
-)
-from llmtap._sse import SSEDecoder, SSEEvent
+from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
+from llmtap._results import ChatResult, Timings
+from llmtap._stream import ChatStream
+from llmtap._transport import Exchange, timeout_error, transport_error
 
 __all__ = ["LLMClient"]
 
 _log = get_logger()
 
 _USER_AGENT = "llmtap/0.1.0"
-#: Most bytes of an error body read and parsed.
-_MAX_ERROR_BODY = 64 * 1024
-#: Most bytes read after ``[DONE]`` to let the connection go back to the pool.
-_MAX_DRAIN = 64 * 1024
-_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid")
 
 
-def _excerpt(data: bytes | str, limit: int = 200) -> str:
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+class ChatRequest:
+    """One chat request as sent (and re-sent on retries): dialect, URL and payload."""
 
+    __slots__ = ("body", "dialect", "payload", "url")
 
-class _Watchdog:
-    """Deadlines for reading a response body, at the cost of two attribute writes per read.
+    def __init__(self, dialect: Dialect, url: str, payload: dict[str, Any]) -> None:
+        self.dialect = dialect
+        self.url = url
+        self.payload = payload
+        self.body = orjson.dumps(payload)
 
-    One timer is armed at the earliest deadline that could pass and re-armed lazily when it
-    fires early; nothing is cancelled or rescheduled per chunk. When a deadline passes, the
-    pending read fails with :class:`LLMTimeoutError` and the connection is closed.
-    """
+    @property
+    def model(self) -> str:
+        """The model the request names."""
+        return str(self.payload.get("model", ""))
 
-    __slots__ = (
-        "_first_token_at",
-        "_handle",
-        "_loop",
-        "_method",
-        "_response",
-        "_url",
-        "clock",
-        "config",
-        "got_first",
-        "total_at",
-        "wait_since",
-    )
+    def drop_rejected_stream_options(self, error: LLMError) -> bool:
+        """After a 400 naming ``stream_options`` (an older server), drop it; ``True`` if so."""
+        if not (
+            isinstance(error, LLMResponseError)
+            and error.status_code == 400
+            and "stream_options" in self.payload
+            and "stream_options" in (error.server_message or "")
+        ):
+            return False
+        del self.payload["stream_options"]
+        self.body = orjson.dumps(self.payload)
+        return True
 
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        config: LLMConfig,
-        response: aiohttp.ClientResponse,
-        first_token_at: float,
-        total_at: float,
-        method: str,
-        url: str,
-    ) -> None:
-        self._loop = loop
-        self.clock = loop.time
-        self.config = config
-        self._response = response
-        self._first_token_at = first_token_at
-        self.total_at = total_at
-        self._method = method
-        self._url = url
-        self.got_first = False
-        self.wait_since: float | None = None
-        self._handle = loop.call_at(min(first_token_at, total_at), self._fire)
-
-    def _fire(self) -> None:
-        now = self._loop.time()
-        if now >= self.total_at:
-            self._expire("total", self.config.total_timeout or 0.0)
-            return
-        if not self.got_first:
-            if now >= self._first_token_at:
-                self._expire("first_token", self.config.first_token_timeout)
-                return
-            when = self._first_token_at
-        elif self.wait_since is not None:
-            when = self.wait_since + self.config.idle_timeout
-            if now >= when:
-                self._expire("idle", self.config.idle_timeout)
-                return
-        else:  # the caller holds the stream; no read can time out before now + idle
-            when = now + self.config.idle_timeout
-        self._handle = self._loop.call_at(min(when, self.total_at), self._fire)
-
-    def _expire(self, deadline: str, timeout: float) -> None:
-        descriptions = {
-            "first_token": "No answer arrived within first_token_timeout",
-            "idle": "The server went silent for longer than idle_timeout",
-            "total": "The request took longer than total_timeout",
-        }
-        error = LLMTimeoutError(
-            f"{descriptions[deadline]} ({timeout:g} s); raise it if the model is slow to load "
-            "or to answer",
-            deadline=deadline,
-            timeout=timeout,
-            method=self._method,
-            url=self._url,
-        )
-        self._response.content.set_exception(error)
-        self._response.close()
-
-    def cancel(self) -> None:
-        self._handle.cancel()
+    def continuation(self, partial_text: str, server: ServerKind | None) -> ChatRequest:
+        """The request that continues ``partial_text`` as the assistant's own unfinished
+        message (a prefill), so the server sends only what follows it."""
+        payload = dict(self.payload)
+        payload["messages"] = [
+            *self.payload["messages"],
+            {"role": "assistant", "content": partial_text},
+        ]
+        if server == "vllm":
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
+        return ChatRequest(self.dialect, self.url, payload)
 
 
 class LLMClient:
@@ -158,10 +94,10 @@ class LLMClient:
 
     Example:
         >>> async def main() -> None:
-        ...     async with LLMClient(LLMConfig(model="qwen3")) as client:
+        ...     async with LLMClient(model="qwen3") as client:
         ...         await client.preflight_check()
-        ...         async for chunk in client.stream_chat_with_retry([Message.user("Hi")]):
-        ...             print(chunk["choices"][0]["delta"].get("content") or "", end="")
+        ...         result = await client.chat([Message.user("Hi")])
+        ...         print(result.text, result.usage)
     """
 
     def __init__(self, config: LLMConfig | None = None, **overrides: Any) -> None:
@@ -200,8 +136,7 @@ class LLMClient:
         """Connections checked out of the pool right now (0 when every stream has ended)."""
         if self._session is None:
             return 0
-        acquired = getattr(self._session.connector, "_acquired", ())
-        return len(acquired)
+        return len(getattr(self._session.connector, "_acquired", ()))
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -219,11 +154,10 @@ class LLMClient:
         context = ssl.create_default_context(
             cafile=config.verify if isinstance(config.verify, str) else None
         )
-        if config.client_cert is not None:
-            if isinstance(config.client_cert, str):
-                context.load_cert_chain(config.client_cert)
-            else:
-                context.load_cert_chain(*config.client_cert)
+        if isinstance(config.client_cert, str):
+            context.load_cert_chain(config.client_cert)
+        elif config.client_cert is not None:
+            context.load_cert_chain(*config.client_cert)
         return context
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -234,16 +168,14 @@ class LLMClient:
             headers = {"User-Agent": _USER_AGENT, **config.headers}
             if config.api_key is not None:
                 headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-            connector = aiohttp.TCPConnector(
-                limit=config.max_connections, limit_per_host=0, ssl=self._ssl()
-            )
             self._session = aiohttp.ClientSession(
-                connector=connector,
+                connector=aiohttp.TCPConnector(
+                    limit=config.max_connections, limit_per_host=0, ssl=self._ssl()
+                ),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=None, sock_connect=config.connect_timeout
                 ),
-                auto_decompress=True,
             )
         return self._session
 
@@ -260,143 +192,151 @@ class LLMClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    # --- errors ---------------------------------------------------------------------------
+    # --- one HTTP exchange ----------------------------------------------------------------
 
-    def _transport_error(
-        self, exc: BaseException, method: str, url: str, *, reading: bool
-    ) -> LLMError:
-        """The most specific :class:`LLMError` for a low-level failure."""
+    async def _send(
+        self, method: str, url: str, body: bytes | None, *, total_at: float = math.inf
+    ) -> Exchange:
+        """Send a request and wait for its headers; a status of 300 or more raises.
+
+        The headers must arrive by ``first_token_timeout`` (or ``total_at``, if sooner).
+        """
         config = self._config
-        if isinstance(exc, LLMError):
-            return exc
-        if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError) or (
-            isinstance(exc, TimeoutError) and not reading
-        ):
-            return LLMTimeoutError(
-                f"Could not connect within connect_timeout ({config.connect_timeout:g} s); "
-                "check that the host is reachable",
-                deadline="connect",
-                timeout=config.connect_timeout,
-                method=method,
-                url=url,
-            )
-        if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
-            return LLMConnectionError(
-                f"TLS failed for {config.endpoint}: {exc}. Pass verify='<CA bundle>' for a "
-                "private certificate authority",
-                method=method,
-                url=url,
-            )
-        if isinstance(exc, aiohttp.ClientConnectorError):
-            return LLMConnectionError(
-                f"Cannot reach {config.endpoint} ({exc.os_error.strerror or exc}). Is the server "
-                "running? For Ollama run `ollama serve`; a vLLM server refuses connections until "
-                "its model has loaded",
-                method=method,
-                url=url,
-            )
-        if reading:
-            return LLMConnectionError(
-                f"The connection broke while reading the answer: {exc.__class__.__name__}: {exc}",
-                method=method,
-                url=url,
-            )
-        return LLMConnectionError(
-            f"The server closed the connection before answering: {exc.__class__.__name__}: {exc}",
-            method=method,
-            url=url,
-        )
-
-    async def _status_error(
-        self, response: aiohttp.ClientResponse, method: str, url: str
-    ) -> LLMResponseError:
-        """Read (a bounded part of) an error response and describe it."""
-        body = bytearray()
+        session = self._get_session()
+        loop = asyncio.get_running_loop()
+        first_token_at = loop.time() + config.first_token_timeout
+        deadline = min(first_token_at, total_at)
         try:
-            while len(body) < _MAX_ERROR_BODY:
-                piece = await response.content.readany()
-                if not piece:
-                    break
-                body += piece
-        except (aiohttp.ClientError, OSError, LLMError):
-            pass
+            async with asyncio.timeout_at(deadline):
+                response = await session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers={"Content-Type": "application/json"} if body is not None else None,
+                    allow_redirects=False,
+                )
+        except TimeoutError as exc:
+            if isinstance(exc, aiohttp.ServerTimeoutError):
+                raise transport_error(exc, config, method, url, reading=False) from exc
+            if total_at < first_token_at:
+                raise timeout_error("total", config.total_timeout or 0.0, method, url) from exc
+            raise timeout_error("first_token", config.first_token_timeout, method, url) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, config, method, url, reading=False) from exc
+        exchange = Exchange(config, response, method, url, first_token_at, total_at)
+        if response.status >= 300:
+            raise await exchange.status_error()
+        return exchange
+
+    async def _attempt(
+        self, request: ChatRequest, total_at: float
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """One streaming attempt: chunk dicts, or the specific error. No retries."""
+        exchange = await self._send("POST", request.url, request.body, total_at=total_at)
+        try:
+            async for chunk in exchange.read_chunks():
+                yield chunk
         finally:
-            response.close()
-        info = parse_error_body(bytes(body[:_MAX_ERROR_BODY]))
-        status = response.status
-        headers = response.headers
-        retry_after = _retry.parse_retry_after(headers)
-        server_message = info.message or response.reason or ""
-        if 300 <= status < 400:
-            location = headers.get("Location", "(no Location header)")
-            message = (
-                f"The server redirected to {location}; llmtap does not follow redirects "
-                "(they could carry the API key to another host). Set endpoint to the new URL"
-            )
-        elif status in (401, 403):
-            message = (
-                f"The server refused the credentials ({status}: {server_message}). "
-                "Set LLMTAP_API_KEY (or api_key=) to a valid key"
-            )
-        elif status == 404:
-            message = f"Not found (404): {server_message}"
+            exchange.close()
+
+    async def _post_json(
+        self, url: str, payload: dict[str, Any], *, chat: bool, total_at: float = math.inf
+    ) -> dict[str, Any]:
+        """One non-streaming attempt: the whole JSON answer. No retries."""
+        exchange = await self._send("POST", url, orjson.dumps(payload), total_at=total_at)
+        try:
+            return await exchange.read_json(chat=chat)
+        finally:
+            exchange.close()
+
+    async def _get_json(self, url: str) -> tuple[int, Any, Mapping[str, str]]:
+        """``GET url``: status, parsed JSON (``None`` if the body is not JSON), headers.
+
+        Used by preflight and listing calls; statuses are returned, not raised.
+        """
+        session = self._get_session()
+        try:
+            async with session.get(url, allow_redirects=False) as response:
+                raw = await response.read()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise transport_error(exc, self._config, "GET", url, reading=False) from exc
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            body = None
+        return response.status, body, response.headers
+
+    # --- retries --------------------------------------------------------------------------
+
+    def _retry_delay(
+        self, error: LLMError, attempt: int, max_retries: int, total_at: float
+    ) -> float | None:
+        """Seconds to wait before retrying after ``error`` (raised before any output), or
+        ``None`` when it must be raised: not retryable, retries used up, the server asked to
+        wait longer than 120 s, or the wait would pass ``total_timeout``."""
+        if attempt >= max_retries or not _retry.is_retryable(error):
+            return None
+        retry_after = error.retry_after if isinstance(error, LLMResponseError) else None
+        if retry_after is not None and retry_after > _retry.MAX_RETRY_AFTER:
+            return None
+        if not _retry.waits_enabled():
+            wait = 0.0
+        elif retry_after is not None:
+            wait = retry_after
         else:
-            message = f"The server answered {status}: {server_message}"
-        cls = LLMRateLimitError if status == 429 else LLMResponseError
-        return cls(
-            message,
-            status,
-            server_message=server_message,
-            error_type=info.type,
-            error_code=info.code,
-            retry_after=retry_after,
-            method=method,
-            url=url,
-            request_id=_request_id(headers),
-            should_retry=_retry.should_retry_header(headers),
-        )
+            config = self._config
+            wait = _retry.backoff(attempt, config.retry_backoff_base, config.retry_backoff_max)
+        if asyncio.get_running_loop().time() + wait >= total_at:
+            return None
+        return wait
 
-    @staticmethod
-    def _stream_error(obj: Any, method: str, url: str, request_id: str | None) -> LLMResponseError:
-        """An error object the server sent inside a 200 stream."""
-        info = parse_error_object(obj)
-        status = info.number
-        message = f"The server reported an error mid-stream: {info.message}"
-        cls = LLMRateLimitError if status == 429 else LLMResponseError
-        return cls(
-            message,
-            status,
-            server_message=info.message,
-            error_type=info.type,
-            error_code=info.code,
-            method=method,
+    async def _pause_before_retry(
+        self,
+        error: LLMError,
+        attempt: int,
+        max_retries: int,
+        wait: float,
+        url: str,
+        *,
+        event: str = "llm_retry",
+    ) -> None:
+        """Log the retry (one ``llm_retry`` event, or ``llm_resume``) and wait."""
+        _log.warning(
+            event,
+            attempt=attempt,
+            max_retries=max_retries,
+            wait=round(wait, 3),
+            error=f"{type(error).__name__}: {error.message}",
             url=url,
-            request_id=request_id,
         )
+        if wait > 0:
+            await asyncio.sleep(wait)
 
-    # --- streaming ------------------------------------------------------------------------
+    def _total_deadline(self) -> float:
+        """Loop time by which a call started now must end (``math.inf`` without one)."""
+        total = self._config.total_timeout
+        return math.inf if total is None else asyncio.get_running_loop().time() + total
+
+    # --- requests -------------------------------------------------------------------------
 
     def _dialect(self) -> Dialect:
-        if self._config.api == "ollama" or (
-            self._config.api == "auto" and self._server == "ollama"
-        ):
-            return "ollama"
-        return "openai"
+        api = self._config.api
+        return (
+            "ollama"
+            if api == "ollama" or (api == "auto" and self._server == "ollama")
+            else "openai"
+        )
 
-    def _chat_url(self, dialect: Dialect) -> str:
-        if dialect == "ollama":
-            return self._config.url_for("/api/chat")
-        return self._config.chat_url
-
-    def _payload(
+    def _request(
         self,
-        dialect: Dialect,
         messages: Iterable[MessageLike],
-        tools: Sequence[Mapping[str, Any]] | None,
+        tools: Sequence[Any] | None,
         params: Mapping[str, Any],
         *,
         stream: bool,
-    ) -> dict[str, Any]:
+    ) -> ChatRequest:
+        dialect = self._dialect()
+        url = self._config.url_for("/api/chat") if dialect == "ollama" else self._config.chat_url
         params = dict(params)
         model = params.pop("model", None) or self._model
         if not model:
@@ -408,22 +348,23 @@ class LLMClient:
         if not messages:
             raise LLMUsageError("messages is empty: send at least one message")
         config = self._config
-        return build_payload(
+        payload = build_payload(
             dialect,
             model=model,
             messages=messages,
-            tools=tools,
+            tools=[_tool_schema(tool) for tool in tools] if tools else None,
             temperature=config.temperature,
             max_tokens=config.max_tokens,
             stream=stream,
-            include_usage=self._chat_url(dialect) not in self._no_stream_options,
+            include_usage=url not in self._no_stream_options,
             params=params,
         )
+        return ChatRequest(dialect, url, payload)
 
     def stream_chat(
         self,
         messages: Iterable[MessageLike],
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Any] | None = None,
         **params: Any,
     ) -> AsyncIterator[dict[str, Any]]:
         """Stream one chat completion, yielding each chunk dict as the server sent it.
@@ -444,14 +385,12 @@ class LLMClient:
             LLMStreamError: The stream was malformed or ended without an answer.
             LLMStreamInterrupted: Any of the above after chunks reached the caller.
         """
-        dialect = self._dialect()
-        payload = self._payload(dialect, messages, tools, params, stream=True)
-        return self._stream(self._chat_url(dialect), payload, max_retries=0)
+        return self._chunks(self._request(messages, tools, params, stream=True), max_retries=0)
 
     def stream_chat_with_retry(
         self,
         messages: Iterable[MessageLike],
-        tools: Sequence[Mapping[str, Any]] | None = None,
+        tools: Sequence[Any] | None = None,
         **params: Any,
     ) -> AsyncIterator[dict[str, Any]]:
         """Like :meth:`stream_chat`, retrying transient failures before any output.
@@ -462,577 +401,306 @@ class LLMClient:
         yielded, nothing is retried: a later failure raises :class:`LLMStreamInterrupted`
         carrying the partial text, so the caller never sees a token twice.
         """
-        dialect = self._dialect()
-        payload = self._payload(dialect, messages, tools, params, stream=True)
-        return self._stream(self._chat_url(dialect), payload, max_retries=self._config.max_retries)
+        request = self._request(messages, tools, params, stream=True)
+        return self._chunks(request, max_retries=self._config.max_retries)
 
-    async def _open(
-        self, url: str, body: bytes, deadline: float, deadline_kind: str
-    ) -> aiohttp.ClientResponse:
-        """Send the request and wait for the response headers, or raise the mapped error.
-
-        ``deadline`` is the loop time by which headers must arrive; ``deadline_kind`` says which
-        configured deadline that is (``"first_token"`` or ``"total"``).
-        """
-        session = self._get_session()
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await session.post(
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"},
-                    allow_redirects=False,
-                )
-        except TimeoutError as exc:
-            config = self._config
-            if isinstance(exc, aiohttp.ServerTimeoutError):
-                raise self._transport_error(exc, "POST", url, reading=False) from exc
-            if deadline_kind == "total":
-                raise LLMTimeoutError(
-                    f"The request took longer than total_timeout ({config.total_timeout:g} s)",
-                    deadline="total",
-                    timeout=config.total_timeout or 0.0,
-                    method="POST",
-                    url=url,
-                ) from exc
-            raise LLMTimeoutError(
-                f"No answer arrived within first_token_timeout ({config.first_token_timeout:g} s);"
-                " raise it if the model is slow to load",
-                deadline="first_token",
-                timeout=config.first_token_timeout,
-                method="POST",
-                url=url,
-            ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._transport_error(exc, "POST", url, reading=False) from exc
-
-    async def _stream(
-        self, url: str, payload: dict[str, Any], *, max_retries: int
+    async def _chunks(
+        self, request: ChatRequest, *, max_retries: int
     ) -> AsyncIterator[dict[str, Any]]:
-        config = self._config
-        loop = asyncio.get_running_loop()
-        total_at = (
-            loop.time() + config.total_timeout if config.total_timeout is not None else math.inf
-        )
-        body = orjson.dumps(payload)
+        total_at = self._total_deadline()
         delivered = 0
         text_parts: list[str] = []
         attempt = 0
         while True:
             try:
-                first_token_at = loop.time() + config.first_token_timeout
-                response = await self._open(
-                    url,
-                    body,
-                    min(first_token_at, total_at),
-                    "total" if total_at < first_token_at else "first_token",
-                )
-                request_id = _request_id(response.headers)
-                if response.status >= 300:
-                    raise await self._status_error(response, "POST", url)
-                watchdog = _Watchdog(loop, config, response, first_token_at, total_at, "POST", url)
-                try:
-                    async for chunk in self._read_chunks(response, watchdog, url, request_id):
+                async with aclosing(self._attempt(request, total_at)) as chunks:
+                    async for chunk in chunks:
                         delivered += 1
-                        choices = chunk.get("choices")
-                        if choices:
-                            delta = choices[0].get("delta")
-                            if delta:
-                                content = delta.get("content")
-                                if content:
-                                    text_parts.append(content)
-                        elif "message" in chunk:  # Ollama native
-                            message = chunk["message"]
-                            if isinstance(message, dict) and message.get("content"):
-                                text_parts.append(message["content"])
+                        content = _chunk_text(chunk)
+                        if content:
+                            text_parts.append(content)
                         yield chunk
-                finally:
-                    watchdog.cancel()
-                    response.close()
                 return
             except LLMError as error:
                 if delivered:
-                    raise LLMStreamInterrupted(
-                        f"The stream broke after {delivered} chunks had been delivered; "
-                        f"not retried, to avoid repeating them. Cause: {error.message}",
-                        partial_text="".join(text_parts),
-                        chunks_received=delivered,
-                        method="POST",
-                        url=url,
-                        request_id=error.request_id,
+                    raise LLMStreamInterrupted.after(
+                        error, "".join(text_parts), delivered
                     ) from error
-                if _rejects_stream_options(error, payload):
-                    # An older server that does not know stream_options: ask once more without
-                    # it, and remember not to send it there again. Not a retry.
-                    self._no_stream_options.add(url)
-                    del payload["stream_options"]
-                    body = orjson.dumps(payload)
+                if request.drop_rejected_stream_options(error):
+                    self._no_stream_options.add(request.url)
                     continue
-                if attempt >= max_retries or not _retry.is_retryable(error):
-                    raise
-                wait = self._retry_wait(error, attempt)
-                if wait is None or loop.time() + wait >= total_at:
+                wait = self._retry_delay(error, attempt, max_retries, total_at)
+                if wait is None:
                     raise
                 attempt += 1
-                _log.warning(
-                    "llm_retry",
-                    attempt=attempt,
-                    max_retries=max_retries,
-                    wait=round(wait, 3),
-                    error=f"{type(error).__name__}: {error.message}",
-                    url=url,
-                )
-                if wait > 0:
-                    await asyncio.sleep(wait)
+                await self._pause_before_retry(error, attempt, max_retries, wait, request.url)
 
-    def _retry_wait(self, error: LLMError, attempt: int) -> float | None:
-        """Seconds to wait before the next attempt, or ``None`` when the server asked for more
-        than :data:`llmtap._retry.MAX_RETRY_AFTER`."""
-        retry_after = error.retry_after if isinstance(error, LLMResponseError) else None
-        if retry_after is not None and retry_after > _retry.MAX_RETRY_AFTER:
-            return None
-        if not _retry.waits_enabled():
-            return 0.0
-        if retry_after is not None:
-            return retry_after
-        config = self._config
-        return _retry.backoff(attempt, config.retry_backoff_base, config.retry_backoff_max)
-
-    async def _read_chunks(
+    def stream(
         self,
-        response: aiohttp.ClientResponse,
-        watchdog: _Watchdog,
-        url: str,
-        request_id: str | None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Decode the body into chunk dicts, raising on error objects and early ends."""
-        content_type = response.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-        if content_type in ("application/json", "text/json"):
-            yield await self._read_whole_json(response, watchdog, url, request_id)
-            return
-        if content_type not in ("text/event-stream", "application/x-ndjson", ""):
-            body = await self._read_some(response, watchdog, url)
-            raise LLMResponseError(
-                f"The endpoint answered with {content_type or 'no content type'}, not an LLM "
-                f"stream (body starts {_excerpt(body, 120)}); check endpoint and api_path",
-                response.status,
-                server_message=body[:2048].decode("utf-8", errors="replace"),
-                method="POST",
-                url=url,
-                request_id=request_id,
-            )
-        ndjson = content_type == "application/x-ndjson"
-        decoder: SSEDecoder | NDJSONDecoder = (
-            NDJSONDecoder(self._config.max_line_bytes)
-            if ndjson
-            else SSEDecoder(self._config.max_line_bytes)
-        )
-        loads = orjson.loads
-        clock = watchdog.clock
-        stream = response.content
-        finished = False
-        chunks = 0
-        eof = False
-        while not eof:
-            watchdog.wait_since = clock()
+        messages: Iterable[MessageLike],
+        tools: Sequence[Any] | None = None,
+        *,
+        resume: bool = False,
+        **params: Any,
+    ) -> ChatStream:
+        """Stream one answer as typed events, then give the whole ``ChatResult``.
+
+        Use as ``async with client.stream(messages) as stream:`` and iterate the stream for
+        events (``TextDelta``, ``ReasoningDelta``, ``ToolCallDelta``, ``UsageEvent``,
+        ``FinishEvent``), or ``stream.text()`` for text only; ``await stream.result()`` gives
+        the ``ChatResult``, also after a partial iteration. Failures before the first event
+        are retried as in :meth:`stream_chat_with_retry`.
+
+        Args:
+            messages: The conversation.
+            tools: Tool schemas (dicts) or objects with ``to_schema()``.
+            resume: When the stream breaks after text has been delivered, ask the server to
+                continue the partial answer (an assistant prefill) instead of raising, at
+                most ``max_retries`` times. Only on servers known to continue a final
+                assistant message (Ollama, llama.cpp, vLLM) and never once tool calls began.
+            **params: Passed through into the request body.
+        """
+        request = self._request(messages, tools, params, stream=True)
+        return ChatStream(self, request, resume=resume)
+
+    async def chat(
+        self,
+        messages: Iterable[MessageLike],
+        tools: Sequence[Any] | None = None,
+        *,
+        stream: bool = True,
+        resume: bool = False,
+        **params: Any,
+    ) -> ChatResult:
+        """Ask once and get the whole answer as a ``ChatResult``.
+
+        Nothing reaches the caller before the result, so any failure, even mid-stream, is
+        retried as a fresh request under the retry rules (up to ``max_retries``).
+
+        Args:
+            messages: The conversation.
+            tools: Tool schemas (dicts) or objects with ``to_schema()``.
+            stream: Stream the answer (the default; deadlines then apply per chunk) or use
+                the non-streaming endpoint (the whole answer within ``first_token_timeout``).
+            resume: For ``stream=True``: continue a broken answer rather than restart it,
+                where the server can (see :meth:`stream`).
+            **params: Passed through into the request body.
+        """
+        if stream:
+            request = self._request(messages, tools, params, stream=True)
+            return await ChatStream(self, request, resume=resume, exposed=False).result()
+        request = self._request(messages, tools, params, stream=False)
+        loop = asyncio.get_running_loop()
+        total_at = self._total_deadline()
+        max_retries = self._config.max_retries
+        attempt = 0
+        while True:
+            started = loop.time()
             try:
-                data = await stream.readany()
-            except (aiohttp.ClientError, OSError) as exc:
-                raise self._transport_error(exc, "POST", url, reading=True) from exc
-            watchdog.wait_since = None
-            if data:
-                items = decoder.feed(data)
-            else:
-                eof = True
-                items = decoder.close()
-            for item in items:
-                if ndjson:
-                    raw = cast(bytes, item)
-                else:
-                    event = cast(SSEEvent, item)
-                    if event.event == "error":
-                        raise self._stream_error(
-                            _loads_or_text(event.data), "POST", url, request_id
-                        )
-                    raw = event.data
-                    if raw[:6] == b"[DONE]":
-                        await self._drain(response, watchdog)
-                        return
-                try:
-                    chunk = loads(raw)
-                except orjson.JSONDecodeError:
-                    raise LLMStreamError(
-                        f"The server sent a chunk that is not JSON: {_excerpt(raw)}",
-                        method="POST",
-                        url=url,
-                        request_id=request_id,
-                    ) from None
-                if type(chunk) is not dict:
-                    raise LLMStreamError(
-                        f"The server sent a chunk that is not a JSON object: {_excerpt(raw)}",
-                        method="POST",
-                        url=url,
-                        request_id=request_id,
-                    )
-                if chunk.get("error") is not None:
-                    raise self._stream_error(chunk, "POST", url, request_id)
-                if ndjson:
-                    if chunk.get("done"):
-                        finished = True
-                else:
-                    choices = chunk.get("choices")
-                    if choices and choices[0].get("finish_reason"):
-                        finished = True
-                watchdog.got_first = True
-                chunks += 1
-                yield chunk
-                if ndjson and finished:
-                    await self._drain(response, watchdog)
-                    return
-        if finished:
-            return
-        if chunks == 0:
-            raise LLMStreamError(
-                "The server closed the stream without an answer (a 200 with no chunks). "
-                "A prompt longer than the model's context does this on some servers",
-                method="POST",
-                url=url,
-                request_id=request_id,
-            )
-        raise LLMStreamError(
-            "The stream ended before the answer was complete (no [DONE] and no finish_reason)",
-            method="POST",
-            url=url,
-            request_id=request_id,
-        )
+                body = await self._post_json(
+                    request.url, request.payload, chat=True, total_at=total_at
+                )
+                accumulator = Accumulator(request.dialect)
+                accumulator.feed_completion(body)
+                return await self._finish(accumulator, request, started, None, body)
+            except LLMError as error:
+                wait = self._retry_delay(error, attempt, max_retries, total_at)
+                if wait is None:
+                    raise
+                attempt += 1
+                await self._pause_before_retry(error, attempt, max_retries, wait, request.url)
 
-    async def _read_some(
-        self, response: aiohttp.ClientResponse, watchdog: _Watchdog, url: str
-    ) -> bytes:
-        body = bytearray()
-        try:
-            while len(body) < _MAX_ERROR_BODY:
-                watchdog.wait_since = watchdog.clock()
-                piece = await response.content.readany()
-                if not piece:
-                    break
-                body += piece
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._transport_error(exc, "POST", url, reading=True) from exc
-        return bytes(body)
-
-    async def _read_whole_json(
+    async def _finish(
         self,
-        response: aiohttp.ClientResponse,
-        watchdog: _Watchdog,
-        url: str,
-        request_id: str | None,
-    ) -> dict[str, Any]:
-        """A server that ignored ``stream: true``: take its whole answer as one chunk."""
-        body = bytearray()
-        try:
-            while True:
-                watchdog.wait_since = watchdog.clock()
-                piece = await response.content.readany()
-                if not piece:
-                    break
-                body += piece
-                if len(body) > self._config.max_line_bytes:
-                    raise LLMStreamError(
-                        f"The JSON answer is larger than max_line_bytes "
-                        f"({self._config.max_line_bytes} bytes)",
-                        method="POST",
-                        url=url,
-                        request_id=request_id,
-                    )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise self._transport_error(exc, "POST", url, reading=True) from exc
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise LLMResponseError(
-                f"The endpoint answered with JSON that does not parse: {_excerpt(bytes(body))}; "
-                "check endpoint and api_path",
-                response.status,
-                method="POST",
-                url=url,
-                request_id=request_id,
-            ) from None
-        if isinstance(obj, dict) and obj.get("error") is not None:
-            raise self._stream_error(obj, "POST", url, request_id)
-        if isinstance(obj, dict) and isinstance(obj.get("choices"), list):
-            return completion_to_chunk(obj)
-        if isinstance(obj, dict) and isinstance(obj.get("message"), dict) and "done" in obj:
-            return obj  # Ollama native, stream: false
-        raise LLMResponseError(
-            f"The endpoint answered with JSON that is not a chat completion: "
-            f"{_excerpt(bytes(body), 120)}; check endpoint and api_path",
-            response.status,
-            method="POST",
-            url=url,
-            request_id=request_id,
+        accumulator: Accumulator,
+        request: ChatRequest,
+        started: float,
+        first_at: float | None,
+        sample: dict[str, Any] | None,
+    ) -> ChatResult:
+        """Build the ``ChatResult``: timings, server kind, and Ollama's truncation warning."""
+        ended = asyncio.get_running_loop().time()
+        metrics = accumulator.ollama_metrics
+        usage = accumulator.usage
+        tokens_per_second: float | None = None
+        if metrics.get("eval_count") and metrics.get("eval_duration"):
+            tokens_per_second = metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
+        elif usage and usage.completion_tokens and first_at is not None and ended > first_at:
+            tokens_per_second = usage.completion_tokens / (ended - first_at)
+        load = metrics.get("load_duration")
+        timings = Timings(
+            time_to_first_token=None if first_at is None else first_at - started,
+            total=ended - started,
+            tokens_per_second=tokens_per_second,
+            load_duration=None if load is None else load / 1e9,
+        )
+        server = self._server or guess_server(request.dialect, sample)
+        warnings = []
+        if request.dialect == "ollama":
+            warning = await self._truncation_warning(request, metrics.get("prompt_eval_count"))
+            if warning:
+                warnings.append(warning)
+        return accumulator.result(server=server, timings=timings, warnings=warnings)
+
+    async def _truncation_warning(self, request: ChatRequest, prompt_tokens: int | None) -> str:
+        """Ollama drops old messages without a word when the prompt exceeds the context in
+        use; when the prompt filled that context, say so."""
+        if not prompt_tokens:
+            return ""
+        options = request.payload.get("options") or {}
+        context = options.get("num_ctx")
+        if not isinstance(context, int):
+            context = await self._running_context_length(request.model)
+        if context is None or prompt_tokens < context:
+            return ""
+        _log.warning(
+            "ollama_prompt_truncated",
+            model=request.model,
+            prompt_tokens=prompt_tokens,
+            context=context,
+        )
+        return (
+            f"The prompt filled the whole context ({prompt_tokens} of {context} tokens): "
+            "Ollama dropped the oldest messages to fit. Pass num_ctx=<larger> to keep them"
         )
 
-    async def _drain(self, response: aiohttp.ClientResponse, watchdog: _Watchdog) -> None:
-        """After the terminator, read what little is left so the connection can be reused."""
-        stream = response.content
-        left = _MAX_DRAIN
+    async def _running_context_length(self, model: str) -> int | None:
+        """The context size Ollama runs ``model`` with now (``/api/ps``), if it is loaded."""
+        url = self._config.url_for("/api/ps")
         try:
-            while left > 0 and not stream.at_eof():
-                watchdog.wait_since = watchdog.clock()
-                piece = await stream.readany()
-                if not piece:
-                    break
-                left -= len(piece)
-        except (aiohttp.ClientError, OSError, LLMError):
-            response.close()
-            return
-        if stream.at_eof():
-            response.release()
+            async with asyncio.timeout(self._config.preflight_timeout):
+                status, body, _ = await self._get_json(url)
+        except (LLMError, TimeoutError):
+            return None
+        if status != 200 or not isinstance(body, dict):
+            return None
+        wanted = canonical_ollama_name(model)
+        for entry in body.get("models") or ():
+            if not isinstance(entry, dict):
+                continue
+            names = {entry.get("name"), entry.get("model")}
+            if any(isinstance(n, str) and canonical_ollama_name(n) == wanted for n in names):
+                length = entry.get("context_length")
+                return length if isinstance(length, int) else None
+        return None
+
+    # --- embeddings -----------------------------------------------------------------------
+
+    async def embed(
+        self, texts: str | Sequence[str], *, model: str | None = None, **params: Any
+    ) -> list[list[float]]:
+        """Embed texts: one vector per text, in order.
+
+        Uses Ollama's ``/api/embed`` on Ollama (found by preflight, or ``api="ollama"``) and
+        ``/v1/embeddings`` elsewhere, in requests of at most ``embed_batch_size`` texts, each
+        retried under the usual rules.
+
+        Args:
+            texts: One text or several.
+            model: The embedding model; defaults to the client's model.
+            **params: Passed through into each request body (``dimensions``, ``truncate``...).
+        """
+        items = [texts] if isinstance(texts, str) else list(texts)
+        name = model or self._model
+        if not name:
+            raise LLMUsageError("no embedding model is set: pass model=... to embed()")
+        native = self._config.api == "ollama" or self._server == "ollama"
+        url = self._config.url_for("/api/embed" if native else "/v1/embeddings")
+        size = self._config.embed_batch_size
+        vectors: list[list[float]] = []
+        for start in range(0, len(items), size):
+            batch = items[start : start + size]
+            body = await self._post_json_with_retry(url, {"model": name, "input": batch, **params})
+            vectors.extend(_read_embeddings(body, len(batch), native, url))
+        return vectors
+
+    async def _post_json_with_retry(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+        total_at = self._total_deadline()
+        max_retries = self._config.max_retries
+        attempt = 0
+        while True:
+            try:
+                return await self._post_json(url, payload, chat=False, total_at=total_at)
+            except LLMError as error:
+                wait = self._retry_delay(error, attempt, max_retries, total_at)
+                if wait is None:
+                    raise
+                attempt += 1
+                await self._pause_before_retry(error, attempt, max_retries, wait, url)
 
     # --- preflight ------------------------------------------------------------------------
-
-    async def _get_json(self, url: str) -> tuple[int, Any, aiohttp.ClientResponse]:
-        """GET ``url``: status, parsed JSON (``None`` if not JSON), response (closed)."""
-        session = self._get_session()
-        try:
-            async with session.get(url, allow_redirects=False) as response:
-                raw = await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._transport_error(exc, "GET", url, reading=False) from exc
-        try:
-            return response.status, orjson.loads(raw), response
-        except orjson.JSONDecodeError:
-            return response.status, None, response
 
     async def preflight_check(self) -> PreflightReport:
         """Check that the server is up and has the model; pick the model if none is set.
 
         Works against Ollama (``/api/tags``) and OpenAI-compatible servers (``/v1/models``:
         llama.cpp, vLLM, LM Studio, OpenAI). The whole check is bounded by
-        ``preflight_timeout``.
-
-        Returns:
-            What was found; the client then uses the resolved model name.
+        ``preflight_timeout``. Afterwards the client uses the resolved model name, and with
+        ``api="auto"`` Ollama's native API when the server is Ollama.
 
         Raises:
             LLMConnectionError: Nothing answers at the endpoint (``LLMTimeoutError`` if the
                 check ran past ``preflight_timeout``).
             LLMResponseError: The server refused (auth), is still loading, has no such model,
                 or is not an LLM API at that URL.
+            LLMUsageError: No model is set and the server has several.
         """
-        config = self._config
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(config.preflight_timeout):
-                server, version, models, model, warnings = await self._preflight()
-        except TimeoutError as exc:
-            raise LLMTimeoutError(
-                f"Preflight got no complete answer from {config.endpoint} within "
-                f"preflight_timeout ({config.preflight_timeout:g} s); the server may be "
-                "overloaded or the address may be wrong",
-                deadline="preflight",
-                timeout=config.preflight_timeout,
-                method="GET",
-                url=config.endpoint,
-            ) from exc
-        self._server = server
-        self._model = model
-        return PreflightReport(
-            server=server,
-            version=version,
-            models=tuple(models),
-            model=model,
-            latency=time.monotonic() - started,
-            warnings=tuple(warnings),
-            endpoint=config.endpoint,
-        )
-
-    async def _preflight(self) -> tuple[ServerKind, str | None, list[str], str, list[str]]:
-        config = self._config
-        version_url = config.url_for("/api/version")
-        status, body, response = await self._get_json(version_url)
-        if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
-            return await self._preflight_ollama(body["version"])
-        self._raise_for_refusal(status, body, response, "GET", version_url)
-        return await self._preflight_openai()
-
-    def _raise_for_refusal(
-        self, status: int, body: Any, response: aiohttp.ClientResponse, method: str, url: str
-    ) -> None:
-        """Auth refusals and llama.cpp's loading answer end preflight on any route."""
-        if status in (401, 403):
-            info = parse_error_object(body) if body is not None else None
-            raise LLMResponseError(
-                f"The server refused the credentials ({status}"
-                f"{': ' + info.message if info and info.message else ''}). "
-                "Set LLMTAP_API_KEY (or api_key=) to a valid key",
-                status,
-                server_message=info.message if info else None,
-                method=method,
-                url=url,
-                request_id=_request_id(response.headers),
-            )
-        if status == 503:
-            info = parse_error_object(body) if body is not None else None
-            loading = info is not None and "loading" in info.message.lower()
-            raise LLMResponseError(
-                (
-                    f"The server at {self._config.endpoint} is loading its model; it is not "
-                    "down. Try again in a few seconds"
-                )
-                if loading
-                else f"The server at {self._config.endpoint} is unavailable (503); try again",
-                503,
-                server_message=info.message if info else None,
-                retry_after=_retry.parse_retry_after(response.headers),
-                method=method,
-                url=url,
-                request_id=_request_id(response.headers),
-            )
-
-    async def _preflight_ollama(
-        self, version: str
-    ) -> tuple[ServerKind, str | None, list[str], str, list[str]]:
-        config = self._config
-        tags_url = config.url_for("/api/tags")
-        status, body, response = await self._get_json(tags_url)
-        if status != 200 or body is None:
-            self._raise_for_refusal(status, body, response, "GET", tags_url)
-            raise LLMResponseError(
-                f"Ollama answered {status} to /api/tags with "
-                f"{'a body that is not JSON' if body is None else 'an unexpected body'}",
-                status,
-                method="GET",
-                url=tags_url,
-            )
-        models = read_ollama_tags(body)
-        model = self._pick_model(
-            models,
-            lambda wanted: _ollama_match(wanted, models),
-            how_to_get="run `ollama pull {}`",
-        )
-        return "ollama", version, models, model, []
-
-    async def _preflight_openai(
-        self,
-    ) -> tuple[ServerKind, str | None, list[str], str, list[str]]:
-        config = self._config
-        models_url = config.url_for("/v1/models")
-        status, body, response = await self._get_json(models_url)
-        self._raise_for_refusal(status, body, response, "GET", models_url)
-        if status == 404:
-            raise LLMResponseError(
-                f"No LLM API at {config.endpoint}: {models_url} answered 404. Check the port "
-                "and path (Ollama listens on 11434, llama.cpp on 8080, vLLM on 8000; an "
-                "OpenAI-style endpoint may need a /v1 suffix)",
-                404,
-                method="GET",
-                url=models_url,
-            )
-        if status != 200 or body is None:
-            raise LLMResponseError(
-                f"{models_url} answered {status} with "
-                f"{'a body that is not JSON' if body is None else 'an unexpected body'}; "
-                "is this an LLM API?",
-                status,
-                method="GET",
-                url=models_url,
-            )
-        try:
-            server, models, aliases = read_model_listing(body)
-        except ValueError as exc:
-            raise LLMResponseError(
-                f"{models_url} answered with {exc}; is this an LLM API?",
-                status,
-                method="GET",
-                url=models_url,
-            ) from exc
-        warnings: list[str] = []
-        version: str | None = None
-        if server == "vllm":
-            _, version_body, _ = await self._get_json(config.root_url + "/version")
-            if isinstance(version_body, dict) and isinstance(version_body.get("version"), str):
-                version = version_body["version"]
-        if server == "llama.cpp" and len(models) == 1 and self._model:
-            found = match_model(self._model, models, aliases)
-            if found is None:
-                warnings.append(
-                    f"Model {self._model!r} is not listed; this llama.cpp server serves only "
-                    f"{models[0]!r} and answers with it whatever name is asked"
-                )
-                return server, version, models, self._model, warnings
-        model = self._pick_model(
-            models,
-            lambda wanted: match_model(wanted, models, aliases),
-            how_to_get="start the server with that model, or pick one that is listed",
-        )
-        return server, version, models, model, warnings
-
-    def _pick_model(
-        self, models: list[str], find: Callable[[str], str | None], *, how_to_get: str
-    ) -> str:
-        """The model to use: the configured one as the server names it, or the only one."""
-        config = self._config
-        listing = ", ".join(models) if models else "(none)"
-        if not self._model:
-            if len(models) == 1:
-                return models[0]
-            if not models:
-                raise LLMResponseError(
-                    f"The server at {config.endpoint} has no models. With Ollama, "
-                    "`ollama pull <model>` first",
-                    404,
-                    method="GET",
-                    url=config.endpoint,
-                )
-            raise LLMUsageError(
-                f"No model is set and the server has several: {listing}. Set "
-                "LLMConfig(model=...) or LLMTAP_MODEL to one of them"
-            )
-        found = find(self._model)
-        if found is None:
-            raise LLMResponseError(
-                f"Model {self._model!r} is not on the server; {how_to_get.format(self._model)}. "
-                f"Available: {listing}",
-                404,
-                method="GET",
-                url=config.endpoint,
-            )
-        return found
+        report = await run_preflight(self._config, self._model, self._get_json)
+        self._server = report.server
+        self._model = report.model
+        return report
 
 
-def _ollama_match(wanted: str, models: list[str]) -> str | None:
-    canonical = canonical_ollama_name(wanted)
-    for name in models:
-        if canonical_ollama_name(name) == canonical:
-            return name
-    return None
+def _chunk_text(chunk: dict[str, Any]) -> str | None:
+    """The text content a raw chunk carries (OpenAI-style or Ollama native)."""
+    choices = chunk.get("choices")
+    if choices:
+        delta = choices[0].get("delta")
+        return delta.get("content") if delta else None
+    message = chunk.get("message")
+    return message.get("content") if isinstance(message, dict) else None
 
 
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    for name in _REQUEST_ID_HEADERS:
-        value = headers.get(name)
-        if value:
-            return value
-    return None
-
-
-def _loads_or_text(data: bytes) -> Any:
-    """An ``event: error`` payload: JSON if it parses, else its text."""
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return data.decode("utf-8", errors="replace")
-    if isinstance(obj, dict) and "error" not in obj:
-        return {"error": obj}
-    return obj
-
-
-def _rejects_stream_options(error: LLMError, payload: dict[str, Any]) -> bool:
-    return (
-        isinstance(error, LLMResponseError)
-        and error.status_code == 400
-        and "stream_options" in payload
-        and "stream_options" in (error.server_message or "")
+def _tool_schema(tool: Any) -> Mapping[str, Any]:
+    """A tool as its OpenAI schema: a mapping as is, or an object's ``to_schema()``."""
+    if isinstance(tool, Mapping):
+        return tool
+    to_schema = getattr(tool, "to_schema", None)
+    if callable(to_schema):
+        schema = to_schema()
+        if isinstance(schema, Mapping):
+            return schema
+    raise LLMUsageError(
+        f"tools must be schema dicts or objects with to_schema(), not {type(tool).__name__}"
     )
+
+
+def _read_embeddings(body: dict[str, Any], count: int, native: bool, url: str) -> list[list[float]]:
+    """The vectors of one embeddings answer, checked for count."""
+    if native:
+        vectors = body.get("embeddings")
+    else:
+        data = body.get("data")
+        vectors = None
+        if isinstance(data, list):
+            ordered = sorted(data, key=lambda item: item.get("index", 0))
+            vectors = [_vector(item.get("embedding")) for item in ordered]
+    if not isinstance(vectors, list) or len(vectors) != count:
+        got = len(vectors) if isinstance(vectors, list) else "no"
+        raise LLMResponseError(
+            f"The embeddings answer has {got} vectors for {count} texts; is the model an "
+            "embedding model?",
+            200,
+            method="POST",
+            url=url,
+        )
+    return [_vector(vector) for vector in vectors]
+
+
+def _vector(value: Any) -> list[float]:
+    if isinstance(value, str):  # encoding_format="base64": little-endian float32
+        raw = base64.b64decode(value)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    if isinstance(value, list):
+        return [float(x) for x in value]
+    raise LLMResponseError(f"An embedding is neither a list nor base64: {type(value).__name__}")

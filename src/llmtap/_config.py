@@ -118,6 +118,7 @@ class LLMConfig(BaseSettings):
         16 * 1024 * 1024, ge=1024, description="Longest stream line accepted, in bytes."
     )
     max_connections: int = Field(1000, ge=1, description="Connection pool size.")
+    embed_batch_size: int = Field(64, ge=1, description="Most texts per embeddings request.")
 
     verify: bool | str = Field(True, description="TLS: verify (default), False, or a CA bundle.")
     client_cert: str | tuple[str, str] | None = Field(

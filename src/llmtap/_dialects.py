@@ -16,12 +16,17 @@ from llmtap._messages import Message
 __all__ = [
     "Dialect",
     "ErrorInfo",
+    "ServerKind",
     "build_payload",
     "completion_to_chunk",
+    "guess_server",
     "parse_error_body",
 ]
 
 Dialect = Literal["openai", "ollama"]
+
+#: The kinds of server llmtap tells apart.
+ServerKind = Literal["ollama", "llama.cpp", "vllm", "openai-compatible"]
 
 MessageLike = Message | Mapping[str, Any]
 
@@ -187,3 +192,19 @@ def completion_to_chunk(body: dict[str, Any]) -> dict[str, Any]:
         )
     chunk["choices"] = choices
     return chunk
+
+
+def guess_server(dialect: Dialect, chunk: Mapping[str, Any] | None) -> ServerKind:
+    """The kind of server, told by the marks its chunks carry, when preflight did not run:
+    Ollama's ``fp_ollama`` fingerprint, llama.cpp's ``timings``, vLLM's ``stop_reason``."""
+    if dialect == "ollama":
+        return "ollama"
+    if chunk is not None:
+        if chunk.get("system_fingerprint") == "fp_ollama":
+            return "ollama"
+        if "timings" in chunk:
+            return "llama.cpp"
+        choices = chunk.get("choices")
+        if choices and isinstance(choices[0], Mapping) and "stop_reason" in choices[0]:
+            return "vllm"
+    return "openai-compatible"

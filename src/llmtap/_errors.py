@@ -208,6 +208,20 @@ class LLMStreamInterrupted(LLMStreamError):
         self.partial_text = partial_text
         self.chunks_received = chunks_received
 
+    @classmethod
+    def after(cls, error: LLMError, partial_text: str, delivered: int) -> LLMStreamInterrupted:
+        """The error for a stream that broke with ``error`` after ``delivered`` chunks (or
+        events) reached the caller; raise it ``from error``."""
+        return cls(
+            f"The stream broke after {delivered} chunks had been delivered; not retried, to "
+            f"avoid repeating them. Cause: {error.message}",
+            partial_text=partial_text,
+            chunks_received=delivered,
+            method=error.method,
+            url=error.url,
+            request_id=error.request_id,
+        )
+
 
 class LLMUsageError(RuntimeError):
     """The library was used wrongly: a stream iterated twice, a closed client reused."""

@@ -1,0 +1,469 @@
+"""One HTTP exchange with an LLM server: its deadlines, its body, its errors.
+
+Below the client: it knows aiohttp responses and the decoders, and nothing of retries. Every
+low-level failure leaves here as the most specific :class:`~llmtap.LLMError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, cast
+
+import aiohttp
+import orjson
+
+from llmtap import _retry
+from llmtap._config import LLMConfig
+from llmtap._dialects import completion_to_chunk, parse_error_body, parse_error_object
+from llmtap._errors import (
+    LLMConnectionError,
+    LLMError,
+    LLMRateLimitError,
+    LLMResponseError,
+    LLMStreamError,
+    LLMTimeoutError,
+)
+from llmtap._ndjson import NDJSONDecoder
+from llmtap._sse import SSEDecoder, SSEEvent
+
+__all__ = ["Exchange", "request_id_of", "stream_error", "transport_error"]
+
+#: Most bytes of an error body read and parsed.
+MAX_ERROR_BODY = 64 * 1024
+#: Most bytes read after the terminator to let the connection go back to the pool.
+_MAX_DRAIN = 64 * 1024
+_REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid")
+_JSON_TYPES = frozenset({"application/json", "text/json"})
+_STREAM_TYPES = frozenset({"text/event-stream", "application/x-ndjson", ""})
+_DEADLINE_TEXT = {
+    "first_token": "No answer arrived within first_token_timeout",
+    "idle": "The server went silent for longer than idle_timeout",
+    "total": "The request took longer than total_timeout",
+}
+
+
+def excerpt(data: bytes | str, limit: int = 200) -> str:
+    """A short, quoted piece of ``data`` for an error message."""
+    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def request_id_of(headers: Mapping[str, str]) -> str | None:
+    """The server's request id, from whichever header it uses."""
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return None
+
+
+def timeout_error(
+    deadline: str, timeout: float, method: str, url: str, hint: str = ""
+) -> LLMTimeoutError:
+    """The error for a passed deadline, saying which and its value."""
+    hint = hint or "raise it if the model is slow to load or to answer"
+    return LLMTimeoutError(
+        f"{_DEADLINE_TEXT[deadline]} ({timeout:g} s); {hint}",
+        deadline=deadline,
+        timeout=timeout,
+        method=method,
+        url=url,
+    )
+
+
+def transport_error(
+    exc: BaseException, config: LLMConfig, method: str, url: str, *, reading: bool
+) -> LLMError:
+    """The most specific :class:`LLMError` for a low-level failure.
+
+    Args:
+        exc: What aiohttp or the OS raised.
+        config: For the endpoint and deadline values named in the message.
+        method: The request's method.
+        url: The request's URL.
+        reading: Whether the response headers had arrived (the body was being read).
+    """
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError):
+        return LLMTimeoutError(
+            f"Could not connect within connect_timeout ({config.connect_timeout:g} s); "
+            "check that the host is reachable",
+            deadline="connect",
+            timeout=config.connect_timeout,
+            method=method,
+            url=url,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return LLMConnectionError(
+            f"TLS failed for {config.endpoint}: {exc}. Pass verify='<CA bundle>' for a "
+            "private certificate authority",
+            method=method,
+            url=url,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return LLMConnectionError(
+            f"Cannot reach {config.endpoint} ({exc.os_error.strerror or exc}). Is the server "
+            "running? For Ollama run `ollama serve`; a vLLM server refuses connections until "
+            "its model has loaded",
+            method=method,
+            url=url,
+        )
+    what = (
+        "The connection broke while reading the answer"
+        if reading
+        else "The server closed the connection before answering"
+    )
+    return LLMConnectionError(
+        f"{what}: {type(exc).__name__}: {exc}".rstrip(": "), method=method, url=url
+    )
+
+
+def stream_error(obj: Any, method: str, url: str, request_id: str | None) -> LLMResponseError:
+    """The error for an error object the server sent inside a 200 answer."""
+    info = parse_error_object(obj)
+    cls = LLMRateLimitError if info.number == 429 else LLMResponseError
+    return cls(
+        f"The server reported an error mid-stream: {info.message}",
+        info.number,
+        server_message=info.message,
+        error_type=info.type,
+        error_code=info.code,
+        method=method,
+        url=url,
+        request_id=request_id,
+    )
+
+
+def _loads_or_text(data: bytes) -> Any:
+    """An ``event: error`` payload: JSON if it parses, else its text."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode("utf-8", errors="replace")
+    if isinstance(obj, dict) and "error" not in obj:
+        return {"error": obj}
+    return obj
+
+
+class Exchange:
+    """A response whose headers have arrived, and the deadlines for reading its body.
+
+    Deadlines cost two attribute writes per read: one timer is armed at the earliest deadline
+    that could pass and re-armed lazily when it fires early; nothing is rescheduled per chunk.
+    When a deadline passes, the pending read fails with :class:`LLMTimeoutError` and the
+    connection is closed. Time the caller spends between reads never counts as server silence.
+
+    Args:
+        config: Deadline values and limits.
+        response: The aiohttp response (status and headers read, body not).
+        method: The request's method, for error messages.
+        url: The request's URL, for error messages.
+        first_token_at: Loop time by which the first chunk (or, for a whole JSON body, the
+            whole body) must have arrived.
+        total_at: Loop time by which everything must be done (``math.inf`` for none).
+    """
+
+    __slots__ = (
+        "_first_token_at",
+        "_handle",
+        "_loop",
+        "config",
+        "got_first",
+        "method",
+        "request_id",
+        "response",
+        "total_at",
+        "url",
+        "wait_since",
+    )
+
+    def __init__(
+        self,
+        config: LLMConfig,
+        response: aiohttp.ClientResponse,
+        method: str,
+        url: str,
+        first_token_at: float,
+        total_at: float,
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.config = config
+        self.response = response
+        self.method = method
+        self.url = url
+        self.request_id = request_id_of(response.headers)
+        self._first_token_at = first_token_at
+        self.total_at = total_at
+        self.got_first = False
+        self.wait_since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    # --- deadlines ------------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._handle is None:
+            when = min(self._first_token_at, self.total_at)
+            self._handle = self._loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        config = self.config
+        now = self._loop.time()
+        if now >= self.total_at:
+            self._expire("total", config.total_timeout or 0.0)
+            return
+        if not self.got_first:
+            if now >= self._first_token_at:
+                self._expire("first_token", config.first_token_timeout)
+                return
+            when = self._first_token_at
+        elif self.wait_since is not None:
+            when = self.wait_since + config.idle_timeout
+            if now >= when:
+                self._expire("idle", config.idle_timeout)
+                return
+        else:  # the caller holds the stream: no read can time out before now + idle
+            when = now + config.idle_timeout
+        self._handle = self._loop.call_at(min(when, self.total_at), self._fire)
+
+    def _expire(self, deadline: str, timeout: float) -> None:
+        self.response.content.set_exception(timeout_error(deadline, timeout, self.method, self.url))
+        self.response.close()
+
+    def close(self) -> None:
+        """Stop the deadlines and close the response (the connection is not reused)."""
+        if self._handle is not None:
+            self._handle.cancel()
+        self.response.close()
+
+    # --- reading --------------------------------------------------------------------------
+
+    def _error_fields(self) -> dict[str, Any]:
+        return {"method": self.method, "url": self.url, "request_id": self.request_id}
+
+    async def _read_body(self, limit: int, *, strict: bool) -> bytes:
+        """Up to ``limit`` bytes of the body; past it, raise (``strict``) or stop."""
+        self._arm()
+        body = bytearray()
+        stream = self.response.content
+        clock = self._loop.time
+        try:
+            while True:
+                self.wait_since = clock()
+                piece = await stream.readany()
+                if not piece:
+                    break
+                body += piece
+                if len(body) > limit:
+                    if strict:
+                        raise LLMStreamError(
+                            f"The answer is larger than max_line_bytes ({limit} bytes)",
+                            **self._error_fields(),
+                        )
+                    break
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, self.config, self.method, self.url, reading=True) from exc
+        return bytes(body[:limit])
+
+    async def status_error(self) -> LLMResponseError:
+        """Read (a bounded part of) an error response and describe it; closes the response."""
+        response = self.response
+        try:
+            body = await self._read_body(MAX_ERROR_BODY, strict=False)
+        except LLMError:
+            body = b""
+        finally:
+            self.close()
+        info = parse_error_body(body)
+        status = response.status
+        headers = response.headers
+        server_message = info.message or response.reason or ""
+        if 300 <= status < 400:
+            message = (
+                f"The server redirected to {headers.get('Location', '(no Location header)')}; "
+                "llmtap does not follow redirects (they could carry the API key to another "
+                "host). Set endpoint to the new URL"
+            )
+        elif status in (401, 403):
+            message = (
+                f"The server refused the credentials ({status}: {server_message}). "
+                "Set LLMTAP_API_KEY (or api_key=) to a valid key"
+            )
+        elif status == 404:
+            message = f"Not found (404): {server_message}"
+        else:
+            message = f"The server answered {status}: {server_message}"
+        cls = LLMRateLimitError if status == 429 else LLMResponseError
+        return cls(
+            message,
+            status,
+            server_message=server_message,
+            error_type=info.type,
+            error_code=info.code,
+            retry_after=_retry.parse_retry_after(headers),
+            should_retry=_retry.should_retry_header(headers),
+            **self._error_fields(),
+        )
+
+    def _content_type(self) -> str:
+        header = self.response.headers.get("Content-Type", "")
+        return header.partition(";")[0].strip().lower()
+
+    async def _not_an_llm(self, content_type: str) -> LLMResponseError:
+        body = await self._read_body(MAX_ERROR_BODY, strict=False)
+        return LLMResponseError(
+            f"The endpoint answered with {content_type or 'no content type'}, not an LLM "
+            f"answer (body starts {excerpt(body, 120)}); check endpoint and api_path",
+            self.response.status,
+            server_message=body[:2048].decode("utf-8", errors="replace"),
+            **self._error_fields(),
+        )
+
+    async def read_json(self, *, chat: bool = True) -> dict[str, Any]:
+        """A whole JSON answer, which must arrive within ``first_token_timeout``.
+
+        Args:
+            chat: Require a chat answer (an OpenAI ``chat.completion`` or an Ollama native
+                object); otherwise any JSON object that is not an error is returned.
+        """
+        content_type = self._content_type()
+        if content_type not in _JSON_TYPES:
+            raise await self._not_an_llm(content_type)
+        body = await self._read_body(self.config.max_line_bytes, strict=True)
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise LLMResponseError(
+                f"The endpoint answered with JSON that does not parse: {excerpt(body)}; "
+                "check endpoint and api_path",
+                self.response.status,
+                **self._error_fields(),
+            ) from None
+        if isinstance(obj, dict):
+            if obj.get("error") is not None:
+                raise stream_error(obj, self.method, self.url, self.request_id)
+            if not chat:
+                return obj
+            if isinstance(obj.get("choices"), list):
+                return obj
+            if isinstance(obj.get("message"), dict) and "done" in obj:
+                return obj  # Ollama native
+        expected = "a chat completion" if chat else "a JSON object"
+        raise LLMResponseError(
+            f"The endpoint answered with JSON that is not {expected}: "
+            f"{excerpt(body, 120)}; check endpoint and api_path",
+            self.response.status,
+            **self._error_fields(),
+        )
+
+    async def read_chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """Decode the body into chunk dicts as the server sent them.
+
+        Error objects in the stream (``data: {"error": ...}``, ``event: error``, old
+        llama.cpp ``error:`` lines, Ollama native ``{"error": ...}`` lines) raise
+        :class:`LLMResponseError`; a body that ends with neither a terminator nor a finish
+        raises :class:`LLMStreamError`. A whole JSON answer (a server that ignored
+        ``stream: true``) is yielded as one chunk.
+        """
+        content_type = self._content_type()
+        if content_type in _JSON_TYPES:
+            obj = await self.read_json()
+            yield completion_to_chunk(obj) if "choices" in obj else obj
+            return
+        if content_type not in _STREAM_TYPES:
+            raise await self._not_an_llm(content_type)
+        ndjson = content_type == "application/x-ndjson"
+        limit = self.config.max_line_bytes
+        decoder: SSEDecoder | NDJSONDecoder = NDJSONDecoder(limit) if ndjson else SSEDecoder(limit)
+        loads = orjson.loads
+        clock = self._loop.time
+        stream = self.response.content
+        finished = False
+        chunks = 0
+        eof = False
+        self._arm()
+        while not eof:
+            self.wait_since = clock()
+            try:
+                data = await stream.readany()
+            except (aiohttp.ClientError, OSError) as exc:
+                raise transport_error(
+                    exc, self.config, self.method, self.url, reading=True
+                ) from exc
+            self.wait_since = None
+            if data:
+                items = decoder.feed(data)
+            else:
+                eof = True
+                items = decoder.close()
+            for item in items:
+                if ndjson:
+                    raw = cast(bytes, item)
+                else:
+                    event = cast(SSEEvent, item)
+                    if event.event == "error":
+                        raise stream_error(
+                            _loads_or_text(event.data), self.method, self.url, self.request_id
+                        )
+                    raw = event.data
+                    if raw[:6] == b"[DONE]":
+                        await self._drain()
+                        return
+                try:
+                    chunk = loads(raw)
+                except orjson.JSONDecodeError:
+                    raise LLMStreamError(
+                        f"The server sent a chunk that is not JSON: {excerpt(raw)}",
+                        **self._error_fields(),
+                    ) from None
+                if type(chunk) is not dict:
+                    raise LLMStreamError(
+                        f"The server sent a chunk that is not a JSON object: {excerpt(raw)}",
+                        **self._error_fields(),
+                    )
+                if chunk.get("error") is not None:
+                    raise stream_error(chunk, self.method, self.url, self.request_id)
+                if ndjson:
+                    finished = bool(chunk.get("done"))
+                else:
+                    choices = chunk.get("choices")
+                    if choices and choices[0].get("finish_reason"):
+                        finished = True
+                self.got_first = True
+                chunks += 1
+                yield chunk
+                if ndjson and finished:
+                    await self._drain()
+                    return
+        if finished:
+            return
+        if chunks == 0:
+            raise LLMStreamError(
+                "The server closed the stream without an answer (a 200 with no chunks). "
+                "A prompt longer than the model's context does this on some servers",
+                **self._error_fields(),
+            )
+        raise LLMStreamError(
+            "The stream ended before the answer was complete (no [DONE] and no finish_reason)",
+            **self._error_fields(),
+        )
+
+    async def _drain(self) -> None:
+        """After the terminator, read what little is left so the connection can be reused."""
+        stream = self.response.content
+        left = _MAX_DRAIN
+        clock = self._loop.time
+        try:
+            while left > 0 and not stream.at_eof():
+                self.wait_since = clock()
+                piece = await stream.readany()
+                if not piece:
+                    break
+                left -= len(piece)
+        except (aiohttp.ClientError, OSError, LLMError):
+            return  # close() follows
+        if stream.at_eof() and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+            self.response.release()
