@@ -36,6 +36,7 @@ from llmtap._results import (
     UsageEvent,
 )
 from llmtap._stream import ChatStream
+from llmtap._sync import SyncChatStream, SyncClient
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,8 @@ __all__ = [
     "PreflightReport",
     "ReasoningDelta",
     "StreamEvent",
+    "SyncChatStream",
+    "SyncClient",
     "TextDelta",
     "Timings",
     "ToolCall",
