@@ -397,6 +397,40 @@ async def test_slow_caller_does_not_trip_idle_timeout() -> None:
     assert _text(chunks) == "abc"
 
 
+async def test_connect_timeout_is_its_own_deadline(full_backlog_url: str) -> None:
+    """A connection that cannot be set up trips connect_timeout, named as such."""
+    async with make_client(full_backlog_url, connect_timeout=0.3, max_retries=0) as client:
+        with pytest.raises(LLMTimeoutError) as info:
+            await _collect_retry(client)
+    assert (info.value.deadline, info.value.timeout) == ("connect", 0.3)
+    assert "connect_timeout" in info.value.message
+
+
+async def test_non_streaming_answer_must_arrive_within_first_token_timeout() -> None:
+    """chat(stream=False) waits for the whole body under first_token_timeout."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(text="slow", delay_before_headers=1.0))
+        async with make_client(server.url, first_token_timeout=0.3, max_retries=0) as client:
+            with pytest.raises(LLMTimeoutError) as info:
+                await client.chat(HELLO, stream=False)
+    assert info.value.deadline == "first_token"
+
+
+async def test_status_error_carries_request_id_and_message() -> None:
+    """A status error has the server's parsed message and its x-request-id."""
+    async with TestServer(dialect="openai") as server:
+        server.script(
+            Reply(status=400, error_message="bad field", headers={"x-request-id": "req-42"})
+        )
+        async with make_client(server.url) as client:
+            with pytest.raises(LLMResponseError) as info:
+                await _collect(client)
+    assert info.value.request_id == "req-42"
+    assert info.value.server_message == "bad field"
+    assert info.value.error_type == "invalid_request_error"
+    assert (info.value.method, info.value.url) == ("POST", server.url + "/v1/chat/completions")
+
+
 # --- the pool ------------------------------------------------------------------------------
 
 

@@ -18,8 +18,9 @@ from llmtap import (
     LLMStreamInterrupted,
     LLMTimeoutError,
     Message,
+    ToolCall,
 )
-from llmtap.testing import Reply, TestServer
+from llmtap.testing import Reply, TestServer, ToolCallSpec
 from tests.conftest import SilentServer, make_client
 
 HELLO = [Message.user("hello")]
@@ -182,6 +183,26 @@ async def test_defect_08_first_token_and_idle_deadlines_are_separate() -> None:
     assert first.value.timeout == 0.3
     assert isinstance(idle.value.__cause__, LLMTimeoutError)
     assert idle.value.__cause__.deadline == "idle"
+
+
+async def test_defect_09_one_assembled_result() -> None:
+    """Callers get one ChatResult with text, tool calls, finish reason and usage, not raw
+    dicts to stitch together (here from llama.cpp's fragmented tool-call chunks)."""
+    async with TestServer(dialect="llamacpp") as server:
+        server.script(
+            Reply(
+                text="Checking.",
+                tool_calls=[ToolCallSpec("get_weather", {"city": "Oslo"}, id="c1")],
+                usage=(9, 5),
+            )
+        )
+        async with make_client(server.url) as client:
+            result = await client.chat(HELLO)
+    assert result.text == "Checking."
+    assert result.tool_calls == (ToolCall(id="c1", name="get_weather", arguments={"city": "Oslo"}),)
+    assert result.finish_reason == "tool_calls"
+    assert result.usage is not None
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (9, 5)
 
 
 async def test_defect_10_api_key_is_sent_as_bearer_and_never_shown() -> None:

@@ -86,6 +86,8 @@ def transport_error(
     """
     if isinstance(exc, LLMError):
         return exc
+    if isinstance(exc, aiohttp.SocketTimeoutError):  # a socket read timeout: server silence
+        return timeout_error("idle", config.idle_timeout, method, url)
     if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError):
         return LLMTimeoutError(
             f"Could not connect within connect_timeout ({config.connect_timeout:g} s); "

@@ -1,0 +1,163 @@
+"""The error tree: every low-level failure maps to the most specific LLMError; errors carry
+the request and never a secret; they survive pickling."""
+
+from __future__ import annotations
+
+import pickle
+import ssl
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from llmtap import (
+    LLMConfig,
+    LLMConnectionError,
+    LLMError,
+    LLMRateLimitError,
+    LLMResponseError,
+    LLMStreamError,
+    LLMStreamInterrupted,
+    LLMTimeoutError,
+    LLMUsageError,
+)
+from llmtap._errors import MAX_SERVER_MESSAGE
+from llmtap._transport import transport_error
+
+CONFIG = LLMConfig(endpoint="http://127.0.0.1:9", connect_timeout=3.0)
+URL_ = "http://127.0.0.1:9/v1/chat/completions"
+
+
+def _key() -> Any:
+    from aiohttp.client_reqrep import ConnectionKey
+
+    return ConnectionKey("127.0.0.1", 9, False, True, None, None, None)
+
+
+def _request_info() -> aiohttp.RequestInfo:
+    headers = CIMultiDictProxy(CIMultiDict[str]())
+    return aiohttp.RequestInfo(URL(URL_), "POST", headers, URL(URL_))
+
+
+LOW_LEVEL: list[tuple[BaseException, type[LLMError], bool]] = [
+    (
+        aiohttp.ClientConnectorError(_key(), OSError(111, "Connection refused")),
+        LLMConnectionError,
+        False,
+    ),
+    (
+        aiohttp.ClientConnectorDNSError(_key(), OSError(-2, "Name not known")),
+        LLMConnectionError,
+        False,
+    ),
+    (aiohttp.ClientConnectorSSLError(_key(), ssl.SSLError("bad")), LLMConnectionError, False),
+    (
+        aiohttp.ClientConnectorCertificateError(_key(), ssl.CertificateError("x")),
+        LLMConnectionError,
+        False,
+    ),
+    (aiohttp.ClientSSLError(_key(), OSError("tls")), LLMConnectionError, False),
+    (aiohttp.ConnectionTimeoutError("connect"), LLMTimeoutError, False),
+    (aiohttp.SocketTimeoutError("read"), LLMTimeoutError, True),
+    (aiohttp.UploadAbortedError("aborted"), LLMConnectionError, False),
+    (aiohttp.ServerTimeoutError("timeout"), LLMTimeoutError, False),
+    (aiohttp.ServerDisconnectedError(), LLMConnectionError, False),
+    (aiohttp.ServerDisconnectedError(), LLMConnectionError, True),
+    (aiohttp.ClientOSError(104, "Connection reset by peer"), LLMConnectionError, True),
+    (aiohttp.ClientConnectionResetError("reset"), LLMConnectionError, True),
+    (aiohttp.ClientPayloadError("Response payload is not completed"), LLMConnectionError, True),
+    (aiohttp.ServerFingerprintMismatch(b"a", b"b", "h", 1), LLMConnectionError, False),
+    (aiohttp.ClientResponseError(_request_info(), (), status=500), LLMConnectionError, True),
+    (aiohttp.InvalidURL("nope"), LLMConnectionError, False),
+    (aiohttp.ClientError("anything"), LLMConnectionError, True),
+    (ConnectionResetError(104, "reset"), LLMConnectionError, True),
+    (OSError(5, "I/O error"), LLMConnectionError, False),
+]
+
+
+@pytest.mark.parametrize(("exc", "expected", "reading"), LOW_LEVEL)
+def test_every_low_level_error_is_mapped(
+    exc: BaseException, expected: type[LLMError], reading: bool
+) -> None:
+    """Each aiohttp and OS failure becomes exactly the documented LLMError subclass."""
+    error = transport_error(exc, CONFIG, "POST", URL_, reading=reading)
+    assert type(error) is expected
+    assert (error.method, error.url) == ("POST", URL_)
+    if isinstance(error, LLMTimeoutError):
+        expected_deadline = "idle" if isinstance(exc, aiohttp.SocketTimeoutError) else "connect"
+        timeout = CONFIG.idle_timeout if expected_deadline == "idle" else 3.0
+        assert (error.deadline, error.timeout) == (expected_deadline, timeout)
+
+
+def test_every_aiohttp_error_class_is_covered() -> None:
+    """No aiohttp client exception class is left out of the mapping table above."""
+    covered = {type(exc) for exc, _, _ in LOW_LEVEL}
+    client_errors = {
+        cls
+        for cls in vars(aiohttp).values()
+        if isinstance(cls, type) and issubclass(cls, aiohttp.ClientError)
+    }
+    not_ours = {  # redirects are never followed; websockets and proxies are not used
+        aiohttp.TooManyRedirects,
+        aiohttp.RedirectClientError,
+        aiohttp.InvalidUrlRedirectClientError,
+        aiohttp.NonHttpUrlRedirectClientError,
+        aiohttp.InvalidUrlClientError,
+        aiohttp.NonHttpUrlClientError,
+        aiohttp.WSServerHandshakeError,
+        aiohttp.ClientHttpProxyError,
+        aiohttp.ClientProxyConnectionError,
+        aiohttp.ContentTypeError,
+        aiohttp.ServerConnectionError,
+        aiohttp.ClientConnectionError,
+        aiohttp.WSMessageTypeError,
+    }
+    assert client_errors - not_ours - covered == set()
+
+
+def test_the_tree_is_as_documented() -> None:
+    """The hierarchy matches the errors module's docstring."""
+    assert issubclass(LLMConnectionError, LLMError)
+    assert issubclass(LLMTimeoutError, LLMConnectionError)
+    assert issubclass(LLMResponseError, LLMError)
+    assert issubclass(LLMRateLimitError, LLMResponseError)
+    assert issubclass(LLMStreamError, LLMError)
+    assert issubclass(LLMStreamInterrupted, LLMStreamError)
+    assert issubclass(LLMUsageError, RuntimeError)
+    assert not issubclass(LLMUsageError, LLMError)
+
+
+def test_error_text_names_the_request_and_request_id() -> None:
+    """str() carries method, URL and the server's request id."""
+    error = LLMResponseError("boom", 500, method="POST", url=URL_, request_id="req-1")
+    assert str(error) == f"boom [POST {URL_}] (request id req-1)"
+    assert repr(error) == "LLMResponseError('boom', status_code=500)"
+
+
+def test_userinfo_password_is_redacted_from_urls() -> None:
+    """A password in the URL never shows in the error."""
+    error = LLMConnectionError("x", method="GET", url="http://user:hunter2@host:8/v1/models")
+    assert error.url == "http://user:***@host:8/v1/models"
+    assert "hunter2" not in str(error)
+
+
+def test_server_message_is_bounded() -> None:
+    """A huge server message is cut to 2 KiB."""
+    error = LLMResponseError("x", 500, server_message="y" * 100_000)
+    assert error.server_message is not None
+    assert len(error.server_message) == MAX_SERVER_MESSAGE + 1
+    assert error.server_message.endswith("…")
+
+
+def test_errors_survive_pickling() -> None:
+    """Errors cross process boundaries with their fields (keyword-only constructors)."""
+    error = LLMStreamInterrupted(
+        "cut", partial_text="abc", chunks_received=3, method="POST", url=URL_
+    )
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is LLMStreamInterrupted
+    assert (copy.partial_text, copy.chunks_received, copy.url) == ("abc", 3, URL_)
+    timeout = pickle.loads(pickle.dumps(LLMTimeoutError("t", deadline="idle", timeout=2.0)))
+    assert (timeout.deadline, timeout.timeout) == ("idle", 2.0)

@@ -1,0 +1,82 @@
+"""The package's public face: exported names, no side effects at import, README examples."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import llmtap
+from llmtap.testing import TestServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_exported_members_are_exactly_the_public_names() -> None:
+    """__all__ is sorted and lists every public name the package exposes, no more."""
+    subpackages = {"testing", "cli"}  # imported by tests, never by llmtap itself
+    public = {n for n in vars(llmtap) if not n.startswith("_")} - subpackages
+    assert llmtap.__all__ == sorted(llmtap.__all__)
+    assert set(llmtap.__all__) - {"__version__"} == public
+    for name in llmtap.__all__:
+        member = getattr(llmtap, name)
+        if isinstance(member, type):
+            assert member.__module__.startswith("llmtap"), name
+
+
+def test_import_has_no_side_effects() -> None:
+    """import llmtap configures no logging, touches no structlog config, imports no CLI or
+    test server, and reads no environment-driven settings."""
+    code = textwrap.dedent(
+        """
+        import logging, sys
+        import structlog
+        import llmtap
+        assert logging.getLogger().handlers == [], logging.getLogger().handlers
+        assert logging.getLogger("llmtap").handlers == []
+        assert not structlog.is_configured()
+        assert "llmtap.cli" not in sys.modules
+        assert "llmtap.testing" not in sys.modules
+        assert "typer" not in sys.modules
+        print("clean")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "clean"
+    assert out.stderr == ""
+
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    """The README opens with one install-and-test command and one `llmtap chat` command."""
+    readme = (ROOT / "README.md").read_text()
+    first_block = re.search(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+    assert first_block is not None
+    commands = first_block.group(1).strip().splitlines()
+    assert len(commands) == 2
+    assert "pytest" in commands[0]
+    assert "llmtap chat" in commands[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert commands[0] in ci
+
+
+async def test_readme_library_example_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's library example runs as written against a loopback Ollama-like server."""
+    readme = (ROOT / "README.md").read_text()
+    example = _python_blocks(readme)[0]
+    async with TestServer(dialect="ollama", models=["qwen3:latest"]) as server:
+        monkeypatch.setenv("LLMTAP_ENDPOINT", server.url)
+        code = example.replace("asyncio.run(main())", "")
+        namespace: dict[str, object] = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+        await namespace["main"]()  # type: ignore[operator]
+        assert len(server.chat_requests) == 1
