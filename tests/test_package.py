@@ -80,3 +80,24 @@ async def test_readme_library_example_runs(monkeypatch: pytest.MonkeyPatch) -> N
         exec(compile(code, "README.md", "exec"), namespace)
         await namespace["main"]()  # type: ignore[operator]
         assert len(server.chat_requests) == 1
+
+
+async def test_readme_streaming_example_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's streaming example prints the answer, usage and speed as written."""
+    from llmtap.testing import Reply
+
+    readme = (ROOT / "README.md").read_text()
+    example = next(block for block in _python_blocks(readme) if "client.stream(" in block)
+    async with TestServer(dialect="ollama", models=["qwen3:latest"]) as server:
+        server.script(Reply(reasoning="Hmm.", text="Cwnd doubles each RTT.", usage=(9, 6)))
+        monkeypatch.setenv("LLMTAP_ENDPOINT", server.url)
+        namespace: dict[str, object] = {}
+        code = example.replace("asyncio.run(main())", "")
+        exec(compile(code, "README.md", "exec"), namespace)
+        await namespace["main"]()  # type: ignore[operator]
+    out = capsys.readouterr().out
+    assert "Cwnd doubles each RTT." in out
+    assert "\x1b[2mHmm.\x1b[0m" in out
+    assert "stop: 6 tokens" in out
