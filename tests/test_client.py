@@ -221,6 +221,19 @@ async def test_invalid_utf8_chunk_raises_stream_error() -> None:
                 await _collect(client)
 
 
+async def test_done_without_finish_reason_is_not_a_complete_answer() -> None:
+    """[DONE] with no finish_reason before it (llama-cpp-python cut by a newer request) is a
+    stream that ended early, not a success."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=["a", "b"], finish_reason=None))
+        async with make_client(server.url) as client:
+            with pytest.raises(LLMStreamInterrupted) as info:
+                await _collect(client)
+    assert isinstance(info.value.__cause__, LLMStreamError)
+    assert "[DONE] came before any finish_reason" in info.value.__cause__.message
+    assert info.value.partial_text == "ab"
+
+
 async def test_truncated_after_output_is_interrupted_with_cause() -> None:
     """Cut mid-chunk after output: LLMStreamInterrupted whose cause is a connection error."""
     async with TestServer(dialect="openai") as server:

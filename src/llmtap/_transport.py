@@ -7,8 +7,8 @@ low-level failure leaves here as the most specific :class:`~llmtap.LLMError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from typing import Any, cast
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,7 +25,7 @@ from llmtap._errors import (
     LLMTimeoutError,
 )
 from llmtap._ndjson import NDJSONDecoder
-from llmtap._sse import SSEDecoder, SSEEvent
+from llmtap._sse import SSEDecoder
 
 __all__ = ["Exchange", "request_id_of", "stream_error", "transport_error"]
 
@@ -359,96 +359,119 @@ class Exchange:
             **self._error_fields(),
         )
 
-    async def read_chunks(self) -> AsyncIterator[dict[str, Any]]:
-        """Decode the body into chunk dicts as the server sent them.
+    async def read_chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+        """Decode the body into chunk dicts as the server sent them; close the exchange at
+        the end, however it ends.
 
         Error objects in the stream (``data: {"error": ...}``, ``event: error``, old
         llama.cpp ``error:`` lines, Ollama native ``{"error": ...}`` lines) raise
-        :class:`LLMResponseError`; a body that ends with neither a terminator nor a finish
-        raises :class:`LLMStreamError`. A whole JSON answer (a server that ignored
+        :class:`LLMResponseError`. An answer that ends before it is complete raises
+        :class:`LLMStreamError`: a body with neither a terminator nor a finish, or a
+        ``[DONE]`` that no ``finish_reason`` preceded (llama-cpp-python ends an answer cut
+        short by a newer request that way). A whole JSON answer (a server that ignored
         ``stream: true``) is yielded as one chunk.
         """
-        content_type = self._content_type()
-        if content_type in _JSON_TYPES:
-            obj = await self.read_json()
-            yield completion_to_chunk(obj) if "choices" in obj else obj
-            return
-        if content_type not in _STREAM_TYPES:
-            raise await self._not_an_llm(content_type)
-        ndjson = content_type == "application/x-ndjson"
-        limit = self.config.max_line_bytes
-        decoder: SSEDecoder | NDJSONDecoder = NDJSONDecoder(limit) if ndjson else SSEDecoder(limit)
-        loads = orjson.loads
-        clock = self._loop.time
-        stream = self.response.content
+        try:
+            content_type = self._content_type()
+            if content_type in _JSON_TYPES:
+                obj = await self.read_json()
+                yield completion_to_chunk(obj) if "choices" in obj else obj
+                return
+            if content_type not in _STREAM_TYPES:
+                raise await self._not_an_llm(content_type)
+            self._arm()
+            if content_type == "application/x-ndjson":
+                async for chunk in self._read_ndjson():
+                    yield chunk
+            else:
+                async for chunk in self._read_sse():
+                    yield chunk
+        finally:
+            self.close()
+
+    async def _read(self) -> bytes:
+        """The next piece of the body (``b""`` at its end), under the deadlines."""
+        self.wait_since = self._loop.time()
+        try:
+            data = await self.response.content.readany()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise transport_error(exc, self.config, self.method, self.url, reading=True) from exc
+        self.wait_since = None
+        return data
+
+    def _parse(self, raw: bytes) -> dict[str, Any]:
+        """One chunk's JSON; a chunk that is not a JSON object, or is an error, raises."""
+        try:
+            chunk = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise LLMStreamError(
+                f"The server sent a chunk that is not JSON: {excerpt(raw)}",
+                **self._error_fields(),
+            ) from None
+        if type(chunk) is not dict:
+            raise LLMStreamError(
+                f"The server sent a chunk that is not a JSON object: {excerpt(raw)}",
+                **self._error_fields(),
+            )
+        if chunk.get("error") is not None:
+            raise stream_error(chunk, self.method, self.url, self.request_id)
+        return chunk
+
+    async def _read_sse(self) -> AsyncGenerator[dict[str, Any], None]:
+        decoder = SSEDecoder(self.config.max_line_bytes)
+        parse = self._parse
         finished = False
         chunks = 0
-        eof = False
-        self._arm()
-        while not eof:
-            self.wait_since = clock()
-            try:
-                data = await stream.readany()
-            except (aiohttp.ClientError, OSError) as exc:
-                raise transport_error(
-                    exc, self.config, self.method, self.url, reading=True
-                ) from exc
-            self.wait_since = None
-            if data:
-                items = decoder.feed(data)
-            else:
-                eof = True
-                items = decoder.close()
-            for item in items:
-                if ndjson:
-                    raw = cast(bytes, item)
-                else:
-                    event = cast(SSEEvent, item)
-                    if event.event == "error":
-                        raise stream_error(
-                            _loads_or_text(event.data), self.method, self.url, self.request_id
-                        )
-                    raw = event.data
-                    if raw[:6] == b"[DONE]":
-                        await self._drain()
-                        return
-                try:
-                    chunk = loads(raw)
-                except orjson.JSONDecodeError:
-                    raise LLMStreamError(
-                        f"The server sent a chunk that is not JSON: {excerpt(raw)}",
-                        **self._error_fields(),
-                    ) from None
-                if type(chunk) is not dict:
-                    raise LLMStreamError(
-                        f"The server sent a chunk that is not a JSON object: {excerpt(raw)}",
-                        **self._error_fields(),
-                    )
-                if chunk.get("error") is not None:
-                    raise stream_error(chunk, self.method, self.url, self.request_id)
-                if ndjson:
-                    finished = bool(chunk.get("done"))
-                else:
-                    choices = chunk.get("choices")
-                    if choices and choices[0].get("finish_reason"):
-                        finished = True
+        while True:
+            data = await self._read()
+            for event in decoder.feed(data) if data else decoder.close():
+                raw = event.data
+                if event.event == "error":
+                    raise stream_error(_loads_or_text(raw), self.method, self.url, self.request_id)
+                if raw[:1] == b"[" and raw.startswith(b"[DONE]"):
+                    if not finished:
+                        raise self._cut_short("[DONE] came before any finish_reason", chunks)
+                    await self._drain()
+                    return
+                chunk = parse(raw)
+                choices = chunk.get("choices")
+                if choices and choices[0].get("finish_reason"):
+                    finished = True
                 self.got_first = True
                 chunks += 1
                 yield chunk
-                if ndjson and finished:
+            if not data:
+                break
+        if not finished:
+            raise self._cut_short("no [DONE] and no finish_reason", chunks)
+
+    async def _read_ndjson(self) -> AsyncGenerator[dict[str, Any], None]:
+        decoder = NDJSONDecoder(self.config.max_line_bytes)
+        parse = self._parse
+        chunks = 0
+        while True:
+            data = await self._read()
+            for line in decoder.feed(data) if data else decoder.close():
+                chunk = parse(line)
+                self.got_first = True
+                chunks += 1
+                yield chunk
+                if chunk.get("done"):
                     await self._drain()
                     return
-        if finished:
-            return
+            if not data:
+                break
+        raise self._cut_short("no line with done: true", chunks)
+
+    def _cut_short(self, what: str, chunks: int) -> LLMStreamError:
         if chunks == 0:
-            raise LLMStreamError(
+            return LLMStreamError(
                 "The server closed the stream without an answer (a 200 with no chunks). "
                 "A prompt longer than the model's context does this on some servers",
                 **self._error_fields(),
             )
-        raise LLMStreamError(
-            "The stream ended before the answer was complete (no [DONE] and no finish_reason)",
-            **self._error_fields(),
+        return LLMStreamError(
+            f"The stream ended before the answer was complete ({what})", **self._error_fields()
         )
 
     async def _drain(self) -> None:
