@@ -11,8 +11,6 @@ import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-import structlog
-
 from llmtap._config import SECRET_HEADERS
 
 __all__ = ["get_logger"]
@@ -46,10 +44,44 @@ def _to_stdlib(_logger: Any, _method: str, event_dict: MutableMapping[str, Any])
     return {"msg": f"{event} {fields}" if fields else event, "extra": {"llmtap": dict(event_dict)}}
 
 
-def get_logger(name: str = "llmtap") -> Any:
-    """A structlog logger bound to the standard-library logger ``name``."""
-    return structlog.wrap_logger(
-        logging.getLogger(name),
-        processors=[_redact_processor, _to_stdlib],
-        wrapper_class=structlog.stdlib.BoundLogger,
-    )
+class _LazyLogger:
+    """Builds the structlog logger on first use, so that ``import llmtap`` stays fast."""
+
+    __slots__ = ("_logger", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._logger: Any = None
+
+    def _get(self) -> Any:
+        if self._logger is None:
+            import structlog
+
+            self._logger = structlog.wrap_logger(
+                logging.getLogger(self._name),
+                processors=[_redact_processor, _to_stdlib],
+                wrapper_class=structlog.stdlib.BoundLogger,
+            )
+        return self._logger
+
+    def debug(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at DEBUG level with ``fields``."""
+        if logging.getLogger(self._name).isEnabledFor(logging.DEBUG):
+            self._get().debug(event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at INFO level with ``fields``."""
+        self._get().info(event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at WARNING level with ``fields``."""
+        self._get().warning(event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        """Log ``event`` at ERROR level with ``fields``."""
+        self._get().error(event, **fields)
+
+
+def get_logger(name: str = "llmtap") -> _LazyLogger:
+    """A structlog logger bound to the standard-library logger ``name``, built lazily."""
+    return _LazyLogger(name)
