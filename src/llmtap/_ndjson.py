@@ -7,7 +7,7 @@ they arrive.
 
 from __future__ import annotations
 
-from llmtap._errors import LLMStreamError
+from llmtap._lines import LineBuffer
 
 __all__ = ["NDJSONDecoder"]
 
@@ -26,10 +26,7 @@ class NDJSONDecoder:
     """
 
     def __init__(self, max_line_bytes: int = 16 * 1024 * 1024) -> None:
-        self._max_line_bytes = max_line_bytes
-        # The unfinished last line. It never contains an LF, so it is never searched again: a
-        # long line fed in small pieces costs linear time, not quadratic.
-        self._tail = bytearray()
+        self._lines = LineBuffer(max_line_bytes, "NDJSON")
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Split the next chunk of the body.
@@ -44,23 +41,7 @@ class NDJSONDecoder:
         Raises:
             LLMStreamError: A line is longer than ``max_line_bytes``.
         """
-        lines = chunk.split(b"\n")
-        limit = self._max_line_bytes
-        if len(lines) == 1:  # no line end: the unfinished line grows
-            if len(self._tail) + len(chunk) > limit:
-                raise self._too_long()
-            self._tail += chunk
-            return []
-        if self._tail:
-            if len(self._tail) + len(lines[0]) > limit:
-                raise self._too_long()
-            self._tail += lines[0]
-            lines[0] = bytes(self._tail)
-            self._tail.clear()
-        if len(chunk) > limit and max(map(len, lines)) > limit:
-            raise self._too_long()
-        tail = lines.pop()
-        self._tail += tail
+        lines = self._lines.split(chunk)
         return [stripped for line in lines if (stripped := line.strip())]
 
     def close(self) -> list[bytes]:
@@ -70,12 +51,5 @@ class NDJSONDecoder:
             The unterminated last line, stripped, if it is not blank (so ``[]`` or one line).
             Calling it again returns ``[]``.
         """
-        line = bytes(self._tail).strip()
-        self._tail.clear()
+        line = self._lines.rest().strip()
         return [line] if line else []
-
-    def _too_long(self) -> LLMStreamError:
-        return LLMStreamError(
-            f"NDJSON line longer than {self._max_line_bytes} bytes (max_line_bytes); the server "
-            "sent an oversized line. Raise max_line_bytes if this is expected."
-        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from llmtap._errors import LLMStreamError
+from llmtap._lines import LineBuffer
 
 __all__ = ["SSEDecoder", "SSEEvent"]
 
@@ -90,10 +90,8 @@ class SSEDecoder:
     """
 
     def __init__(self, max_line_bytes: int = 16 * 1024 * 1024) -> None:
-        self._max_line_bytes = max_line_bytes
-        # The unfinished last line. It never contains a line end, so it is never searched
-        # again: a long line fed in small pieces costs linear time, not quadratic.
-        self._tail = bytearray()
+        self._lines = LineBuffer(max_line_bytes, "SSE")
+        self._bom = b""  # a prefix of the byte order mark, held while it may be split
         self._at_start = True  # a byte order mark may still be ahead
         self._after_cr = False  # the last chunk ended in CR: a leading LF is part of a CRLF
         self._data: list[bytes] = []
@@ -124,23 +122,7 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._after_cr = chunk[-1] == _CR
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = chunk.split(b"\n")
-        limit = self._max_line_bytes
-        if len(lines) == 1:  # no line end: the unfinished line grows
-            if len(self._tail) + len(chunk) > limit:
-                raise self._too_long()
-            self._tail += chunk
-            return []
-        if self._tail:
-            if len(self._tail) + len(lines[0]) > limit:
-                raise self._too_long()
-            self._tail += lines[0]
-            lines[0] = bytes(self._tail)
-            self._tail.clear()
-        if len(chunk) > limit and max(map(len, lines)) > limit:
-            raise self._too_long()
-        tail = lines.pop()
-        self._tail += tail
+        lines = self._lines.split(chunk)
         return self._process(lines)
 
     def close(self) -> list[SSEEvent]:
@@ -158,19 +140,16 @@ class SSEDecoder:
         """
         self._at_start = False
         self._after_cr = False
-        lines = [b""]
-        if self._tail:
-            lines.insert(0, bytes(self._tail))
-            self._tail.clear()
-        return self._process(lines)
+        rest = self._bom + self._lines.rest()
+        self._bom = b""
+        return self._process([rest, b""] if rest else [b""])
 
     def _strip_bom(self, chunk: bytes) -> bytes:
         """Drop one leading byte order mark, waiting for more bytes while it may be split."""
-        if self._tail:  # a prefix of the mark held back by the previous call
-            chunk = bytes(self._tail) + chunk
-            self._tail.clear()
+        if self._bom:  # a prefix of the mark held back by the previous call
+            chunk, self._bom = self._bom + chunk, b""
         if len(chunk) < len(_BOM) and _BOM.startswith(chunk):
-            self._tail += chunk
+            self._bom = chunk
             return b""
         self._at_start = False
         return chunk[len(_BOM) :] if chunk.startswith(_BOM) else chunk
@@ -214,9 +193,3 @@ class SSEDecoder:
         elif name == b"error":  # llmtap extension, see the class docstring
             self._event = "error"
             self._data.append(value)
-
-    def _too_long(self) -> LLMStreamError:
-        return LLMStreamError(
-            f"SSE line longer than {self._max_line_bytes} bytes (max_line_bytes); the server "
-            "sent an oversized line. Raise max_line_bytes if this is expected."
-        )
