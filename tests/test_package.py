@@ -101,3 +101,35 @@ async def test_readme_streaming_example_runs(
     assert "Cwnd doubles each RTT." in out
     assert "\x1b[2mHmm.\x1b[0m" in out
     assert "stop: 6 tokens" in out
+
+
+async def test_readme_tools_example_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's tools and parse example runs as written against scripted replies."""
+    from llmtap.testing import Reply, ToolCallSpec
+
+    readme = (ROOT / "README.md").read_text()
+    example = next(block for block in _python_blocks(readme) if "run_tools(" in block)
+    async with TestServer(dialect="ollama", models=["qwen3:latest"]) as server:
+        server.script(
+            Reply(
+                tool_calls=[
+                    ToolCallSpec("get_weather", {"city": "Paris"}),
+                    ToolCallSpec("get_time", {"timezone": "Europe/Paris"}),
+                ]
+            ),
+            Reply(text="Sunny and 14:05."),
+            Reply(text='{"name": "Paris", "country": "France", "population": 2102650}'),
+        )
+        monkeypatch.setenv("LLMTAP_ENDPOINT", server.url)
+        namespace: dict[str, object] = {}
+        code = example.replace("asyncio.run(main())", "")
+        exec(compile(code, "README.md", "exec"), namespace)
+        await namespace["main"]()  # type: ignore[operator]
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines[:2]) == [  # the calls run concurrently: either may finish first
+        "get_time({'timezone': 'Europe/Paris'}) -> 14:05",
+        "get_weather({'city': 'Paris'}) -> sunny, 21 °C in Paris",
+    ]
+    assert lines[2:] == ["Sunny and 14:05.", "Paris 2102650"]

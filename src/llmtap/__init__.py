@@ -15,11 +15,13 @@ from llmtap._config import LLMConfig
 from llmtap._errors import (
     LLMConnectionError,
     LLMError,
+    LLMParseError,
     LLMRateLimitError,
     LLMResponseError,
     LLMStreamError,
     LLMStreamInterrupted,
     LLMTimeoutError,
+    LLMToolLoopError,
     LLMUsageError,
 )
 from llmtap._messages import Message, ToolCall
@@ -37,6 +39,8 @@ from llmtap._results import (
 )
 from llmtap._stream import ChatStream
 from llmtap._sync import SyncChatStream, SyncClient
+from llmtap._toolloop import ToolCallFinished, ToolCallStarted, ToolEvent, ToolRun
+from llmtap._tools import Tool, tool
 
 __version__ = "0.1.0"
 
@@ -49,11 +53,13 @@ __all__ = [
     "LLMConfig",
     "LLMConnectionError",
     "LLMError",
+    "LLMParseError",
     "LLMRateLimitError",
     "LLMResponseError",
     "LLMStreamError",
     "LLMStreamInterrupted",
     "LLMTimeoutError",
+    "LLMToolLoopError",
     "LLMUsageError",
     "Message",
     "PreflightReport",
@@ -63,9 +69,15 @@ __all__ = [
     "SyncClient",
     "TextDelta",
     "Timings",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolEvent",
+    "ToolRun",
     "Usage",
     "UsageEvent",
     "__version__",
+    "tool",
 ]

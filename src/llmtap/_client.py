@@ -14,7 +14,7 @@ import ssl
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
 import orjson
@@ -34,6 +34,10 @@ from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name
 from llmtap._results import ChatResult, Timings
 from llmtap._stream import ChatStream
 from llmtap._transport import Exchange, timeout_error, transport_error
+
+if TYPE_CHECKING:
+    from llmtap._parse import OutputT
+    from llmtap._toolloop import ToolEventHandler, ToolRun
 
 __all__ = ["LLMClient"]
 
@@ -581,6 +585,112 @@ class LLMClient:
                 length = entry.get("context_length")
                 return length if isinstance(length, int) else None
         return None
+
+    # --- tools and structured output ------------------------------------------------------
+
+    async def run_tools(
+        self,
+        messages: Iterable[MessageLike],
+        tools: Sequence[Any],
+        *,
+        max_rounds: int = 8,
+        on_event: ToolEventHandler | None = None,
+        stream: bool = False,
+        **params: Any,
+    ) -> ToolRun:
+        """Let the model call Python functions until it answers: the tool loop.
+
+        Each round sends the conversation (``chat()``); when the answer calls tools, their
+        arguments are checked against the functions' signatures, the calls run concurrently
+        (async functions on the loop, sync ones in worker threads), and the assistant message
+        plus one ``tool`` message per call (same ``tool_call_id``) join the conversation for
+        the next round. An unknown tool, invalid arguments or an exception inside a tool is
+        reported to the model in the ``tool`` message (and logged), and the loop goes on.
+
+        Args:
+            messages: The conversation so far.
+            tools: Functions (sync or async) or :class:`Tool` objects.
+            max_rounds: Most requests to make; still calling tools after that raises.
+            on_event: Called (or awaited) with a :class:`ToolCallStarted` before each call
+                and a :class:`ToolCallFinished` after it, and with ``stream=True`` with each
+                :class:`TextDelta` of every round's answer.
+            stream: Stream each round's answer (:meth:`stream`) so that ``on_event`` sees its
+                text as it comes; a failure mid-answer then raises instead of starting over.
+            **params: Passed to every request (``tool_choice``, ``temperature``, ...).
+
+        Returns:
+            The final answer and the whole transcript.
+
+        Raises:
+            LLMToolLoopError: The model still called tools after ``max_rounds`` rounds; the
+                transcript is on the error.
+            LLMUsageError: ``tools`` holds something that is not a function, or two tools
+                share a name.
+            LLMError: As :meth:`chat` raises.
+
+        Example:
+            >>> async def get_weather(city: str) -> str:
+            ...     '''The weather in a city.'''
+            ...     return "sunny"
+            >>> run = await client.run_tools([Message.user("Weather in Paris?")], [get_weather])
+            >>> run.result.text
+            'It is sunny in Paris.'
+        """
+        from llmtap._toolloop import run_tools
+
+        return await run_tools(
+            self,
+            messages,
+            tools,
+            max_rounds=max_rounds,
+            on_event=on_event,
+            stream=stream,
+            **params,
+        )
+
+    async def parse(
+        self,
+        messages: Iterable[MessageLike],
+        output_type: type[OutputT],
+        *,
+        repair_rounds: int = 1,
+        **params: Any,
+    ) -> OutputT:
+        """Ask for an answer shaped as ``output_type`` and get it validated.
+
+        The type's JSON schema is sent as ``response_format`` (``json_schema``, ``strict``
+        when every object in it lists all its properties as required and forbids others; on
+        Ollama's native API it becomes ``format``). The reply is validated with pydantic (JSON
+        wrapped in a Markdown code fence is unwrapped); when it does not fit, a repair round
+        shows the model its reply and the errors and asks again.
+
+        Args:
+            messages: The conversation.
+            output_type: A pydantic model, dataclass, TypedDict, or any type pydantic's
+                ``TypeAdapter`` accepts (``list[int]``, ...).
+            repair_rounds: How many times to ask again after an invalid reply (0: never).
+            **params: Passed to every request (not ``response_format``).
+
+        Returns:
+            The validated value.
+
+        Raises:
+            LLMParseError: No reply validated; ``.raw_text`` is the last one, ``.errors``
+                its validation errors.
+            LLMUsageError: pydantic cannot describe ``output_type``.
+            LLMError: As :meth:`chat` raises.
+
+        Example:
+            >>> class City(BaseModel):
+            ...     name: str
+            ...     population: int
+            >>> city = await client.parse([Message.user("The biggest city in France?")], City)
+            >>> city.name
+            'Paris'
+        """
+        from llmtap._parse import parse
+
+        return await parse(self, messages, output_type, repair_rounds=repair_rounds, **params)
 
     # --- embeddings -----------------------------------------------------------------------
 

@@ -9,9 +9,13 @@
     ├── LLMResponseError           the server answered with an error: .status_code,
     │   │                          .server_message, .error_type, .error_code, .retry_after
     │   └── LLMRateLimitError      status 429
-    └── LLMStreamError             the answer stream was malformed or ended without its end
-        └── LLMStreamInterrupted   the stream broke after output reached the caller:
-                                   .partial_text, .chunks_received; __cause__ is the failure
+    ├── LLMStreamError             the answer stream was malformed or ended without its end
+    │   └── LLMStreamInterrupted   the stream broke after output reached the caller:
+    │                              .partial_text, .chunks_received; __cause__ is the failure
+    ├── LLMToolLoopError           run_tools() used up max_rounds and the model still called
+    │                              tools: .messages (the transcript so far)
+    └── LLMParseError              parse() got no reply that validates as the wanted type:
+                                   .raw_text (the last reply), .errors (pydantic's errors)
 
     LLMUsageError (RuntimeError)   the library was used wrongly (a stream iterated twice, a
                                    closed client used); a bug in the caller, not server trouble
@@ -22,16 +26,23 @@ the key only ever travels in a request header, and URLs are shown without their 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 __all__ = [
     "LLMConnectionError",
     "LLMError",
+    "LLMParseError",
     "LLMRateLimitError",
     "LLMResponseError",
     "LLMStreamError",
     "LLMStreamInterrupted",
     "LLMTimeoutError",
+    "LLMToolLoopError",
     "LLMUsageError",
 ]
 
@@ -225,3 +236,33 @@ class LLMStreamInterrupted(LLMStreamError):
 
 class LLMUsageError(RuntimeError):
     """The library was used wrongly: a stream iterated twice, a closed client reused."""
+
+
+class LLMToolLoopError(LLMError):
+    """:meth:`LLMClient.run_tools` used up ``max_rounds`` and the model was still calling tools.
+
+    Every call of the last round was answered, so ``run_tools(error.messages, ...)`` carries on
+    where the loop stopped.
+
+    Attributes:
+        messages: The transcript: the caller's messages, then each round's assistant message
+            and its ``tool`` messages.
+    """
+
+    def __init__(self, message: str, *, messages: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.messages = list(messages)
+
+
+class LLMParseError(LLMError):
+    """:meth:`LLMClient.parse` got no reply that validates as the wanted type, repairs included.
+
+    Attributes:
+        raw_text: The last reply's text, as the model sent it.
+        errors: Pydantic's validation errors for that reply (``ValidationError.errors()``).
+    """
+
+    def __init__(self, message: str, *, raw_text: str, errors: Sequence[ErrorDetails]) -> None:
+        super().__init__(message)
+        self.raw_text = raw_text
+        self.errors = list(errors)
