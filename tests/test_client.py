@@ -389,6 +389,21 @@ async def test_total_timeout_bounds_the_whole_request() -> None:
     assert (cause.deadline, cause.timeout) == ("total", 0.4)
 
 
+async def test_idle_timeout_applies_from_the_first_chunk_on() -> None:
+    """A stall after the first chunks trips idle_timeout, not the far longer first-token one."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=["a", "b", "c"], stall_after=(2, 3.0)))
+        async with make_client(server.url, first_token_timeout=30.0, idle_timeout=0.3) as client:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(LLMStreamInterrupted) as info:
+                await _collect(client)
+            waited = asyncio.get_running_loop().time() - started
+    cause = info.value.__cause__
+    assert isinstance(cause, LLMTimeoutError)
+    assert (cause.deadline, cause.timeout) == ("idle", 0.3)
+    assert waited < 3.0  # the stall itself: without the idle deadline it would be waited out
+
+
 async def test_silent_server_trips_first_token_timeout(silent_server: SilentServer) -> None:
     """No response headers at all: first_token_timeout, naming its value."""
     async with make_client(silent_server.url, first_token_timeout=0.3) as client:

@@ -229,6 +229,15 @@ class Exchange:
             when = now + config.idle_timeout
         self._handle = self._loop.call_at(min(when, self.total_at), self._fire)
 
+    def _first_chunk(self) -> None:
+        """The first chunk arrived: from now on the idle deadline applies, so the timer armed
+        for the (much longer) first-token deadline is moved, once."""
+        self.got_first = True
+        if self._handle is not None:
+            self._handle.cancel()
+            when = min(self._loop.time() + self.config.idle_timeout, self.total_at)
+            self._handle = self._loop.call_at(when, self._fire)
+
     def _expire(self, deadline: str, timeout: float) -> None:
         self.response.content.set_exception(timeout_error(deadline, timeout, self.method, self.url))
         self.response.close()
@@ -437,7 +446,8 @@ class Exchange:
                 choices = chunk.get("choices")
                 if choices and choices[0].get("finish_reason"):
                     finished = True
-                self.got_first = True
+                if not chunks:
+                    self._first_chunk()
                 chunks += 1
                 yield chunk
             if not data:
@@ -453,7 +463,8 @@ class Exchange:
             data = await self._read()
             for line in decoder.feed(data) if data else decoder.close():
                 chunk = parse(line)
-                self.got_first = True
+                if not chunks:
+                    self._first_chunk()
                 chunks += 1
                 yield chunk
                 if chunk.get("done"):
