@@ -133,3 +133,26 @@ async def test_readme_tools_example_runs(
         "get_weather({'city': 'Paris'}) -> sunny, 21 °C in Paris",
     ]
     assert lines[2:] == ["Sunny and 14:05.", "Paris 2102650"]
+
+
+async def test_readme_router_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's Router example runs as written, with its three URLs pointed at three
+    loopback Ollama-like servers."""
+    readme = (ROOT / "README.md").read_text()
+    example = next(block for block in _python_blocks(readme) if "Router(" in block)
+    async with (
+        TestServer(dialect="ollama", models=["qwen3:latest"]) as one,
+        TestServer(dialect="ollama", models=["qwen3:latest"]) as two,
+        TestServer(dialect="ollama", models=["qwen3:latest"]) as three,
+    ):
+        code = example.replace("asyncio.run(main())", "")
+        for name, server in (("gpu1", one), ("gpu2", two), ("gpu3", three)):
+            code = code.replace(f"http://{name}:11434", server.url)
+        namespace: dict[str, object] = {}
+        exec(compile(code, "README.md", "exec"), namespace)
+        await namespace["main"]()  # type: ignore[operator]
+        answered = sum(len(server.chat_requests) for server in (one, two, three))
+    out = capsys.readouterr().out
+    assert "echo: Why is the sky blue?" in out
+    assert "[answered by " in out
+    assert answered == 1

@@ -11,7 +11,7 @@ Example:
 
 from llmtap._accumulate import Accumulator
 from llmtap._client import LLMClient
-from llmtap._config import LLMConfig
+from llmtap._config import ConfigFileError, LLMConfig
 from llmtap._errors import (
     LLMConnectionError,
     LLMError,
@@ -25,6 +25,7 @@ from llmtap._errors import (
     LLMUsageError,
 )
 from llmtap._messages import Message, ToolCall
+from llmtap._models import ModelDetails, ModelInfo, PullProgress
 from llmtap._preflight import PreflightReport
 from llmtap._results import (
     ChatResult,
@@ -37,6 +38,7 @@ from llmtap._results import (
     Usage,
     UsageEvent,
 )
+from llmtap._router import EndpointStats, LLMRouterBusyError, Router, RouterStream
 from llmtap._stream import ChatStream
 from llmtap._sync import SyncChatStream, SyncClient
 from llmtap._toolloop import ToolCallFinished, ToolCallStarted, ToolEvent, ToolRun
@@ -48,6 +50,8 @@ __all__ = [
     "Accumulator",
     "ChatResult",
     "ChatStream",
+    "ConfigFileError",
+    "EndpointStats",
     "FinishEvent",
     "LLMClient",
     "LLMConfig",
@@ -56,14 +60,20 @@ __all__ = [
     "LLMParseError",
     "LLMRateLimitError",
     "LLMResponseError",
+    "LLMRouterBusyError",
     "LLMStreamError",
     "LLMStreamInterrupted",
     "LLMTimeoutError",
     "LLMToolLoopError",
     "LLMUsageError",
     "Message",
+    "ModelDetails",
+    "ModelInfo",
     "PreflightReport",
+    "PullProgress",
     "ReasoningDelta",
+    "Router",
+    "RouterStream",
     "StreamEvent",
     "SyncChatStream",
     "SyncClient",

@@ -36,6 +36,7 @@ from llmtap._stream import ChatStream
 from llmtap._transport import Exchange, timeout_error, transport_error
 
 if TYPE_CHECKING:
+    from llmtap._models import ModelDetails, ModelInfo, PullProgress
     from llmtap._parse import OutputT
     from llmtap._toolloop import ToolEventHandler, ToolRun
 
@@ -735,6 +736,66 @@ class LLMClient:
                     raise
                 attempt += 1
                 await self._pause_before_retry(error, attempt, max_retries, wait, url)
+
+    # --- model management -----------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the server has, with what it tells about each.
+
+        Ollama: ``/api/tags`` (size, parameters, quantization, modified) joined with
+        ``/api/ps`` (``loaded``, and the context length it runs with). Other servers:
+        ``/v1/models`` (llama.cpp adds size, parameters and context; vLLM the context).
+
+        Raises:
+            LLMConnectionError: Nothing answers at the endpoint.
+            LLMResponseError: The server refused the credentials or is not an LLM API.
+        """
+        from llmtap import _models
+
+        return await _models.list_models(self)
+
+    async def loaded_models(self) -> list[ModelInfo]:
+        """The models Ollama holds in memory now (``/api/ps``).
+
+        Raises:
+            LLMUsageError: The server is not Ollama.
+        """
+        from llmtap import _models
+
+        return await _models.loaded_models(self)
+
+    async def show(self, model: str) -> ModelDetails:
+        """Details of one Ollama model (``/api/show``): family, parameters, context length,
+        capabilities, and the whole answer as ``raw``.
+
+        Raises:
+            LLMResponseError: The model is not on the server (404, with the ``ollama pull``
+                fix).
+            LLMUsageError: The server is not Ollama.
+        """
+        from llmtap import _models
+
+        return await _models.show(self, model)
+
+    def pull(self, model: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
+        """Download ``model`` into Ollama (``/api/pull``), yielding its progress lines.
+
+        The last event has ``status == "success"``. Pulling again after a failure resumes:
+        Ollama keeps the layers, and the parts of layers, it already has.
+
+        Example:
+            >>> async for event in client.pull("llama3.2"):
+            ...     print(event.status, event.completed, event.total)
+
+        Raises:
+            LLMResponseError: The model is not in the registry (404), or Ollama reported
+                another error.
+            LLMStreamError: The progress stream ended before ``success``.
+            LLMUsageError: The server is not Ollama.
+        """
+        from llmtap import _models
+
+        return _models.pull(self, model, insecure=insecure)
 
     # --- preflight ------------------------------------------------------------------------
 

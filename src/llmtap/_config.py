@@ -2,17 +2,23 @@
 
 ``LLMConfig`` reads keyword arguments first, then ``LLMTAP_*`` environment variables, then the
 conventions of neighbouring tools (``OLLAMA_HOST``, ``OPENAI_BASE_URL``, ``OPENAI_API_KEY``), then
-its defaults. Nothing is read before an ``LLMConfig`` is built.
+its defaults. Nothing is read before an ``LLMConfig`` is built, and plain ``LLMConfig()`` never
+reads a file: only :meth:`LLMConfig.load` (which the ``llmtap`` command uses) adds a TOML config
+file, below the environment and above the defaults.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
+import tomllib
+from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_serializer, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -21,7 +27,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-__all__ = ["LLMConfig", "normalize_ollama_host"]
+__all__ = [
+    "ConfigFileError",
+    "LLMConfig",
+    "default_config_path",
+    "normalize_ollama_host",
+    "read_config_file",
+]
 
 #: Header names whose values are secrets: redacted in reprs, dumps and logs.
 SECRET_HEADERS = frozenset(
@@ -69,6 +81,35 @@ class _NeighbourEnvSource(PydanticBaseSettingsSource):
         if key := os.environ.get("OPENAI_API_KEY"):
             values["api_key"] = key
         return values
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be used: missing, not TOML, an unknown key or a bad value.
+
+    Attributes:
+        path: The file.
+        key: The offending key (``"endpoints[1].model"`` for a table), when one is to blame.
+    """
+
+    def __init__(self, message: str, *, path: Path, key: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+
+
+#: Values read from a config file for the ``LLMConfig`` being built by ``load()`` in this
+#: context (never set for plain ``LLMConfig()``).
+_FILE_VALUES: ContextVar[Mapping[str, Any] | None] = ContextVar("_FILE_VALUES", default=None)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The config file's values, below every environment variable."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
 
 
 class LLMConfig(BaseSettings):
@@ -135,7 +176,74 @@ class LLMConfig(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         assert isinstance(env_settings, EnvSettingsSource)
-        return (init_settings, env_settings, _NeighbourEnvSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _NeighbourEnvSource(settings_cls),
+            _ConfigFileSource(settings_cls),
+        )
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        *,
+        profile: str | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """Build a config from keyword arguments, the environment and a TOML config file.
+
+        Precedence: ``overrides`` > ``LLMTAP_*`` variables > ``OPENAI_BASE_URL`` /
+        ``OLLAMA_HOST`` / ``OPENAI_API_KEY`` > the file > the defaults. The file's top-level
+        keys are named like this class's fields; its ``[[endpoints]]`` tables describe further
+        servers (see :func:`read_config_file`).
+
+        Args:
+            config_file: The file to read. ``None``: the path in ``LLMTAP_CONFIG``, else
+                ``$XDG_CONFIG_HOME/llmtap/config.toml`` (``~/.config/llmtap/config.toml``),
+                which may be absent; a path that is given (here or in ``LLMTAP_CONFIG``)
+                must exist.
+            profile: The ``name`` of an ``[[endpoints]]`` table whose keys replace the
+                top-level ones.
+            **overrides: Field values that beat everything else.
+
+        Raises:
+            ConfigFileError: The file is missing (when named), is not TOML, has an unknown
+                key, a bad value, or no ``[[endpoints]]`` table named ``profile``.
+            pydantic.ValidationError: A value from the arguments or the environment is bad.
+
+        Example:
+            >>> config = LLMConfig.load(model="qwen3")  # doctest: +SKIP
+        """
+        path = Path(config_file).expanduser() if config_file is not None else None
+        required = path is not None or bool(os.environ.get("LLMTAP_CONFIG"))
+        path = path or default_config_path()
+        values: dict[str, Any] = {}
+        if required or path.is_file():
+            data = read_config_file(path)
+            endpoints: list[dict[str, Any]] = data.pop("endpoints")
+            values = data
+            if profile is not None:
+                values = {**data, **_profile(endpoints, profile, path)}
+        elif profile is not None:
+            raise ConfigFileError(
+                f"No config file at {path}, so there is no [[endpoints]] entry named "
+                f"{profile!r}; create the file or pass a URL",
+                path=path,
+            )
+        token = _FILE_VALUES.set(values)
+        try:
+            return cls(**overrides)
+        except ValidationError as exc:
+            blamed = _file_errors(cls, exc, values, overrides)
+            if not blamed:
+                raise
+            key, reason = blamed[0]
+            raise ConfigFileError(
+                f"Bad value for {key!r} in the config file {path}: {reason}", path=path, key=key
+            ) from None
+        finally:
+            _FILE_VALUES.reset(token)
 
     @field_validator("endpoint")
     @classmethod
@@ -201,3 +309,151 @@ def redact_headers(headers: dict[str, str]) -> dict[str, str]:
     return {
         name: "***" if name.lower() in SECRET_HEADERS else value for name, value in headers.items()
     }
+
+
+#: Keys an ``[[endpoints]]`` table may hold besides ``LLMConfig``'s fields.
+ENDPOINT_EXTRA_KEYS = frozenset({"name", "weight", "max_concurrency"})
+_PATH_FIELDS = ("verify", "client_cert")
+
+
+def default_config_path() -> Path:
+    """Where ``LLMConfig.load()`` looks for the config file when given none.
+
+    ``$LLMTAP_CONFIG`` if set, else ``$XDG_CONFIG_HOME/llmtap/config.toml``, else
+    ``~/.config/llmtap/config.toml``.
+    """
+    if explicit := os.environ.get("LLMTAP_CONFIG"):
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "llmtap" / "config.toml"
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file and check its keys.
+
+    Example file::
+
+        endpoint = "http://gpu-box:11434"
+        model = "qwen3"
+        max_retries = 3
+
+        [[endpoints]]
+        name = "vllm"
+        endpoint = "http://gpu-box:8000"
+        model = "Qwen/Qwen3-8B"
+
+    Relative ``verify`` and ``client_cert`` paths are taken relative to the file.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The top-level settings (keys are ``LLMConfig`` field names), plus ``"endpoints"``:
+        the ``[[endpoints]]`` tables as a list of dicts (``[]`` when there are none), each with
+        ``LLMConfig`` field names and an optional ``name``.
+
+    Raises:
+        ConfigFileError: The file cannot be read, is not TOML, or has a key that is not a
+            setting (the message names the key and the file).
+    """
+    path = Path(path).expanduser()
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigFileError(
+            f"The config file {path} does not exist; create it or point LLMTAP_CONFIG "
+            "at an existing one",
+            path=path,
+        ) from None
+    except OSError as exc:
+        raise ConfigFileError(
+            f"Cannot read the config file {path}: {exc.strerror}", path=path
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(
+            f"The config file {path} is not valid TOML: {exc}", path=path
+        ) from None
+    fields = set(LLMConfig.model_fields)
+    endpoints = data.pop("endpoints", [])
+    _check_keys(data, fields, path, "")
+    if not isinstance(endpoints, list) or not all(isinstance(e, dict) for e in endpoints):
+        raise ConfigFileError(
+            f"'endpoints' in the config file {path} must be [[endpoints]] tables",
+            path=path,
+            key="endpoints",
+        )
+    for index, entry in enumerate(endpoints):
+        _check_keys(entry, fields | ENDPOINT_EXTRA_KEYS, path, f"endpoints[{index}].")
+    base = path.parent
+    return {
+        **_resolve_paths(data, base),
+        "endpoints": [_resolve_paths(entry, base) for entry in endpoints],
+    }
+
+
+def _check_keys(
+    table: Mapping[str, Any], allowed: set[str] | frozenset[str], path: Path, prefix: str
+) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, sorted(allowed), n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else f"the keys are LLMConfig's fields: {', '.join(sorted(allowed))}"
+            )
+            raise ConfigFileError(
+                f"Unknown key {prefix + key!r} in the config file {path}; {hint}",
+                path=path,
+                key=prefix + key,
+            )
+
+
+def _resolve_paths(table: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """``table`` with relative certificate paths made relative to the config file."""
+    result = dict(table)
+    for name in _PATH_FIELDS:
+        value = result.get(name)
+        if isinstance(value, str):
+            result[name] = str(base / Path(value).expanduser())
+        elif isinstance(value, list):
+            result[name] = [
+                str(base / Path(item).expanduser()) if isinstance(item, str) else item
+                for item in value
+            ]
+    return result
+
+
+def _profile(endpoints: list[dict[str, Any]], name: str, path: Path) -> dict[str, Any]:
+    """The settings of the ``[[endpoints]]`` table called ``name``."""
+    for entry in endpoints:
+        if entry.get("name") == name:
+            return {key: value for key, value in entry.items() if key not in ENDPOINT_EXTRA_KEYS}
+    names = ", ".join(repr(e["name"]) for e in endpoints if isinstance(e.get("name"), str))
+    raise ConfigFileError(
+        f"No [[endpoints]] entry named {name!r} in the config file {path} "
+        f"(names: {names or 'none'})",
+        path=path,
+        key="endpoints",
+    )
+
+
+def _file_errors(
+    cls: type[LLMConfig],
+    exc: ValidationError,
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+) -> list[tuple[str, str]]:
+    """The validation errors caused by values that came from the config file."""
+    if not values:
+        return []
+    higher: set[str] = set(overrides)
+    higher |= set(EnvSettingsSource(cls)())
+    higher |= set(_NeighbourEnvSource(cls)())
+    blamed: list[tuple[str, str]] = []
+    for error in exc.errors():
+        key = str(error["loc"][0]) if error["loc"] else ""
+        if key in values and key not in higher:
+            blamed.append((key, error["msg"]))
+    return blamed

@@ -1,98 +1,396 @@
-"""``llmtap chat``: stream an answer from the default endpoint (or the one given)."""
+"""The ``llmtap`` command: chat, models, check, pull, bench, serve-test.
+
+Every command reads its settings with one precedence: flags > environment (``LLMTAP_*``, then
+``OLLAMA_HOST`` / ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``) > config file
+(``~/.config/llmtap/config.toml`` or ``$LLMTAP_CONFIG``) > defaults (Ollama on localhost).
+
+Exit codes: 0 ok, 1 server or model error, 2 usage error, 3 cannot connect, 4 model not found,
+5 credentials refused, 130 interrupted; ``llmtap check`` adds 6: the model did not answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from llmtap import LLMClient, LLMConfig, LLMConnectionError, LLMError, LLMUsageError, Message
+from llmtap.cli._common import (
+    ApiKeyOption,
+    CLIError,
+    ConfigOption,
+    Connection,
+    DebugOption,
+    EndpointOption,
+    ModelOption,
+    run,
+)
 
 __all__ = ["app", "main"]
+
+_EXIT_CODES = (
+    "Exit codes: 0 ok, 1 server or model error, 2 usage error, 3 cannot connect, "
+    "4 model not found, 5 credentials refused, 130 interrupted."
+)
 
 app = typer.Typer(
     name="llmtap",
     help="Talk to a local LLM server (Ollama, llama.cpp, vLLM, LM Studio) or any "
-    "OpenAI-compatible API.",
+    "OpenAI-compatible API.\n\nSettings come from flags, then the environment (LLMTAP_*, "
+    "OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY), then ~/.config/llmtap/config.toml, then "
+    "defaults (Ollama on localhost:11434).",
+    epilog=_EXIT_CODES,
     no_args_is_help=True,
     add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EXIT_OK, EXIT_SERVER, EXIT_USAGE, EXIT_CONNECT, EXIT_NO_MODEL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+def _examples(*lines: str) -> str:
+    """An epilog with one example per line (rich help keeps blank-line-separated lines)."""
+    return "Examples:\n\n" + "\n\n".join(lines)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from llmtap import __version__
+
+        typer.echo(f"llmtap {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Show the version and exit.", callback=_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
     """llmtap: the async streaming client for local LLMs."""
 
 
-@app.command()
+@app.command(
+    epilog=_examples(
+        'llmtap chat "Why is the sky blue?"',
+        'llmtap chat "Summarize this" < notes.txt   (or: cat notes.txt | llmtap chat)',
+        "llmtap chat --model qwen3 --system 'Be brief.'   (an interactive session)",
+        'llmtap chat --tools my_tools.py "What is the weather in Paris?"',
+        'llmtap chat --json "Hi" | jq .usage',
+    )
+)
 def chat(
     prompt: Annotated[
-        str | None, typer.Argument(help="The question; read from stdin if omitted.")
+        str | None,
+        typer.Argument(
+            help="The question. Without it: stdin when piped, else an interactive session.",
+            show_default=False,
+        ),
     ] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Server URL (default: Ollama).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name.")] = None,
-    api_key: Annotated[
-        str | None, typer.Option(help="API key (or LLMTAP_API_KEY).", show_default=False)
+    endpoint: EndpointOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+    system: Annotated[
+        str | None, typer.Option("--system", "-s", help="A system prompt.", show_default=False)
     ] = None,
-    system: Annotated[str | None, typer.Option(help="A system prompt.")] = None,
+    tools: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools",
+            help="A module (importable name or .py file) whose @llmtap.tool functions the "
+            "model may call. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole result as JSON (no streaming).")
+    ] = False,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Print the text as it comes; no Markdown rendering.")
+    ] = False,
+    hide_reasoning: Annotated[
+        bool, typer.Option("--hide-reasoning", help="Do not show the model's thinking.")
+    ] = False,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature.", show_default=False, min=0.0)
+    ] = None,
+    max_tokens: Annotated[
+        int | None, typer.Option(help="Longest answer, in tokens.", show_default=False, min=1)
+    ] = None,
+    debug: DebugOption = False,
 ) -> None:
-    """Stream the answer to PROMPT to the terminal.
+    """Stream an answer to PROMPT, or chat interactively.
 
-    Example: llmtap chat "Why is the sky blue?" --model qwen3
+    In a session: /model NAME, /system TEXT, /reset, /save FILE, /exit; Ctrl-C stops the
+    answer being written, not the session. Reasoning shows dimmed; tool calls show as they
+    happen. When stdout is not a terminal, the answer is written as plain text (reasoning goes
+    to stderr).
     """
-    if prompt is None:
-        if sys.stdin.isatty():
-            typer.echo('Give a prompt: llmtap chat "..." (or pipe one in).', err=True)
-            raise typer.Exit(EXIT_USAGE)
-        prompt = sys.stdin.read()
-    overrides: dict[str, object] = {}
-    if endpoint is not None:
-        overrides["endpoint"] = endpoint
-    if model is not None:
-        overrides["model"] = model
-    if api_key is not None:
-        overrides["api_key"] = api_key
-    try:
-        config = LLMConfig(**overrides)  # type: ignore[arg-type]
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
-    messages = [Message.system(system)] if system else []
-    messages.append(Message.user(prompt))
-    try:
-        code = asyncio.run(_chat(config, messages))
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    raise typer.Exit(code)
+
+    def body() -> int:
+        from llmtap.cli._chat import ChatOptions, interactive, load_tools, one_shot, read_prompt
+
+        settings = Connection(endpoint, model, api_key, config).load(
+            temperature=temperature, max_tokens=max_tokens
+        )
+        options = ChatOptions(
+            system=system,
+            tools=load_tools(tools or []),
+            as_json=as_json,
+            markdown=not raw,
+            reasoning=not hide_reasoning,
+        )
+        text = read_prompt(prompt)
+        if text is None:
+            if as_json:
+                raise CLIError('--json needs a prompt: llmtap chat --json "..."')
+            return interactive(settings, options)
+        return asyncio.run(one_shot(settings, text, options))
+
+    run(body, debug=debug)
 
 
-async def _chat(config: LLMConfig, messages: list[Message]) -> int:
-    out = sys.stdout
-    try:
-        async with LLMClient(config) as client:
-            await client.preflight_check()
-            async for chunk in client.stream_chat_with_retry(messages):
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") if choice.get("index", 0) == 0 else None
-                    if delta and (content := delta.get("content")):
-                        out.write(content)
-                        out.flush()
-    except LLMUsageError as exc:
-        typer.echo(f"\nerror: {exc}", err=True)
-        return EXIT_USAGE
-    except LLMConnectionError as exc:
-        typer.echo(f"\nerror: {exc}", err=True)
-        return EXIT_CONNECT
-    except LLMError as exc:
-        typer.echo(f"\nerror: {exc}", err=True)
-        status = getattr(exc, "status_code", None)
-        return EXIT_NO_MODEL if status == 404 else EXIT_SERVER
-    out.write("\n")
-    return EXIT_OK
+@app.command(
+    epilog=_examples(
+        "llmtap models",
+        "llmtap models --json | jq '.[] | select(.loaded) | .name'",
+        "llmtap models --endpoint http://localhost:8080   (llama.cpp)",
+    )
+)
+def models(
+    endpoint: EndpointOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print a JSON list of objects (name, size, loaded, ...)."),
+    ] = False,
+    debug: DebugOption = False,
+) -> None:
+    """List the server's models: size, parameters, quantization, modified, loaded now.
+
+    Ollama tells all of these; OpenAI-compatible servers (/v1/models) tell fewer, and only
+    the columns some model has are shown.
+    """
+
+    def body() -> int:
+        from llmtap.cli._models_cmd import models_command
+
+        settings = Connection(endpoint, model, api_key, config).load()
+        return asyncio.run(models_command(settings, as_json=as_json))
+
+    run(body, debug=debug)
+
+
+@app.command(
+    epilog=_examples(
+        "llmtap check",
+        "llmtap check --model qwen3 --endpoint http://gpu-box:11434",
+        "llmtap check --json",
+    )
+    + "\n\nExit codes: 0 all steps passed, 3 not reachable, 1 no LLM API there (or it is "
+    "loading), 5 credentials refused, 4 model missing (or none chosen), 6 the model did not "
+    "answer, 130 interrupted."
+)
+def check(
+    endpoint: EndpointOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the steps as JSON.")] = False,
+    debug: DebugOption = False,
+) -> None:
+    """Diagnose the connection step by step, with the fix for each failure.
+
+    Steps: reachable, server kind and version, auth, model present, model loads and answers
+    one token, time to first token. The exit code names the step that failed.
+    """
+
+    def body() -> int:
+        from llmtap.cli._check import check_command
+
+        settings = Connection(endpoint, model, api_key, config).load()
+        return asyncio.run(check_command(settings, as_json=as_json))
+
+    run(body, debug=debug)
+
+
+@app.command(
+    epilog=_examples(
+        "llmtap pull llama3.2",
+        "llmtap pull qwen3:8b --endpoint http://gpu-box:11434",
+    )
+)
+def pull(
+    model_name: Annotated[
+        str, typer.Argument(metavar="MODEL", help="The model to download, such as qwen3:8b.")
+    ],
+    endpoint: EndpointOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Download a model into Ollama, with a progress bar per layer.
+
+    Running it again after an interruption resumes: Ollama keeps what it has downloaded.
+    Works with Ollama only.
+    """
+
+    def body() -> int:
+        from llmtap.cli._pull import pull_command
+
+        settings = Connection(endpoint, None, api_key, config).load()
+        try:
+            return asyncio.run(pull_command(settings, model_name))
+        except KeyboardInterrupt:
+            typer.echo(f"stopped; run `llmtap pull {model_name}` again to resume", err=True)
+            raise
+
+    run(body, debug=debug)
+
+
+@app.command(
+    epilog=_examples(
+        "llmtap bench",
+        "llmtap bench --concurrency 1,4,16 --requests 5 --max-tokens 256",
+        "llmtap bench --json > bench.json",
+        "llmtap bench --plot bench.png",
+    )
+)
+def bench(
+    endpoint: EndpointOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        str, typer.Option(help="Concurrent streams to try, comma-separated.")
+    ] = "1,2,4,8",
+    requests: Annotated[
+        int, typer.Option(help="Requests each stream makes, one after another.", min=1)
+    ] = 3,
+    max_tokens: Annotated[int, typer.Option(help="Tokens asked for per answer.", min=1)] = 128,
+    prompt: Annotated[
+        str | None, typer.Option(help="The prompt (default: asks for a long story).")
+    ] = None,
+    warmup: Annotated[
+        bool, typer.Option(help="Send one request first (not counted) to load the model.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    plot_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Write throughput and latency against concurrency to this PNG (needs matplotlib).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Measure the server as a user meets it: time to first token (p50/p95), tokens per
+    second, and aggregate throughput as concurrent streams grow.
+    """
+
+    def body() -> int:
+        from llmtap.cli._bench import DEFAULT_PROMPT, BenchPlan, bench_command, parse_levels
+
+        plan = BenchPlan(
+            levels=parse_levels(concurrency),
+            requests=requests,
+            max_tokens=max_tokens,
+            prompt=prompt or DEFAULT_PROMPT,
+            warmup=warmup,
+        )
+        settings = Connection(endpoint, model, api_key, config).load()
+        return asyncio.run(bench_command(settings, plan, as_json=as_json, plot_file=plot_file))
+
+    run(body, debug=debug)
+
+
+@app.command(
+    "serve-test",
+    epilog=_examples(
+        "llmtap serve-test   (Ollama's API on localhost:11434)",
+        "llmtap serve-test --dialect vllm --port 0 --models Qwen/Qwen3-8B",
+        "llmtap serve-test --delay 0.05 --think --fail-rate 0.2",
+    ),
+)
+def serve_test(
+    dialect: Annotated[
+        str, typer.Option(help="The server to imitate: ollama, llamacpp, vllm or openai.")
+    ] = "ollama",
+    port: Annotated[
+        int | None,
+        typer.Option(
+            help="Port (default: the real server's: 11434, 8080, 8000); 0 for a free one.",
+            show_default=False,
+            min=0,
+            max=65535,
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    models: Annotated[
+        str | None,
+        typer.Option(
+            "--models",
+            help="Comma-separated model names (default: one per dialect).",
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Require this API key, as the real server would.", show_default=False),
+    ] = None,
+    fail_rate: Annotated[
+        float, typer.Option(help="Fraction of chat requests answered 503.", min=0.0, max=1.0)
+    ] = 0.0,
+    reset_after: Annotated[
+        int | None,
+        typer.Option(help="Drop the connection after N chunks of every answer.", min=0),
+    ] = None,
+    delay: Annotated[
+        float, typer.Option(help="Seconds between two chunks of an answer.", min=0.0)
+    ] = 0.0,
+    think: Annotated[bool, typer.Option(help="Send reasoning before each answer.")] = False,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for --fail-rate (repeatable runs).")
+    ] = None,
+    debug: DebugOption = False,
+) -> None:
+    """Run llmtap's scripted test server, to try llmtap with no LLM at hand.
+
+    Answers echo the last user message ("echo: ..."); listing, health and error routes answer
+    as the imitated server does. Fault flags apply to every answer.
+    """
+
+    def body() -> int:
+        from llmtap.cli._serve import Faults, serve_command
+
+        dialects = ("ollama", "llamacpp", "vllm", "openai")
+        if dialect not in dialects:
+            raise CLIError(f"--dialect must be one of {', '.join(dialects)}, not {dialect!r}")
+        names = [name.strip() for name in (models or "").split(",") if name.strip()]
+        faults = Faults(
+            fail_rate=fail_rate, reset_after=reset_after, delay=delay, think=think, seed=seed
+        )
+        return asyncio.run(
+            serve_command(
+                dialect,  # type: ignore[arg-type]
+                host=host,
+                port=port,
+                models=names,
+                api_key=api_key,
+                faults=faults,
+            )
+        )
+
+    run(body, debug=debug)
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ Example:
 
 from llmtap._retry import waits_disabled as no_retry_waits
 from llmtap.testing._reply import RecordedRequest, Reply, StreamErrorStyle, ToolCallSpec
-from llmtap.testing._server import Dialect, TestServer
+from llmtap.testing._server import Dialect, TestServer, echo_reply
 
 __all__ = [
     "Dialect",
@@ -46,5 +46,6 @@ __all__ = [
     "StreamErrorStyle",
     "TestServer",
     "ToolCallSpec",
+    "echo_reply",
     "no_retry_waits",
 ]

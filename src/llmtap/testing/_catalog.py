@@ -26,10 +26,12 @@ __all__ = [
     "ollama_openai_model",
     "ollama_openai_models",
     "ollama_ps",
+    "ollama_pull_layers",
     "ollama_show",
     "ollama_tags",
     "openai_model",
     "openai_models",
+    "pull_steps",
     "token_count",
     "vllm_models",
 ]
@@ -126,6 +128,22 @@ def ollama_show(name: str, context_length: int) -> JSON:
         "capabilities": ["completion", "tools"],
         "modified_at": MODIFIED_AT,
     }
+
+
+def ollama_pull_layers(name: str) -> list[tuple[str, int]]:
+    """The layers a pull of ``name`` downloads, as ``(digest, size)``: the weights, the
+    template and the parameters."""
+    return [
+        ("sha256:" + _digest(name + "#model"), _size(name)),
+        ("sha256:" + _digest(name + "#template"), 1_000 + int(_digest(name)[8:11], 16)),
+        ("sha256:" + _digest(name + "#params"), 96),
+    ]
+
+
+def pull_steps(have: int, total: int, steps: int = 4) -> list[int]:
+    """The ``completed`` values after ``have`` bytes of a layer of ``total``: ``steps``
+    even steps up to ``total``."""
+    return [have + (total - have) * step // steps for step in range(1, steps + 1)]
 
 
 def ollama_openai_model(name: str) -> JSON:

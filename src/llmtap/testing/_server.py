@@ -24,9 +24,9 @@ from llmtap.testing import _catalog as catalog
 from llmtap.testing._dialects import build_chat_plan
 from llmtap.testing._reply import RecordedRequest, Reply
 from llmtap.testing._wire import ChatFacts, Flavor, encode, error_envelope
-from llmtap.testing._writer import send_plan
+from llmtap.testing._writer import abort_connection, send_plan
 
-__all__ = ["Dialect", "TestServer"]
+__all__ = ["Dialect", "TestServer", "echo_reply"]
 
 #: The servers `TestServer` can imitate.
 Dialect = Literal["openai", "ollama", "llamacpp", "vllm"]
@@ -79,6 +79,13 @@ def _last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
+def echo_reply(request: RecordedRequest) -> Reply:
+    """The reply `TestServer` sends when no scripted reply is left: ``"echo: "`` plus the
+    text of the last user message of the chat request."""
+    body = request.json
+    return Reply(text="echo: " + (_last_user_text(body) if isinstance(body, dict) else ""))
+
+
 def _embedding_inputs(value: Any) -> list[str] | None:
     """The texts to embed, or ``None`` when ``input`` has no usable shape."""
     if isinstance(value, str):
@@ -126,6 +133,16 @@ class TestServer:
         loading: llama.cpp only: answer every route with 503 ``Loading model``.
         version: What Ollama's ``/api/version`` and vLLM's ``/version`` report.
         loaded_models: The models Ollama's ``/api/ps`` lists (default: none).
+        pull_registry: Ollama only: the models ``POST /api/pull`` can download (names as
+            given to pull; ``qwen3`` means ``qwen3:latest``). ``None`` (the default): any name.
+            A name not in it fails as Ollama does, with ``pull model manifest: file does not
+            exist`` after the 200. A pull that succeeds adds the model to ``models``.
+        pull_delay: Seconds between two progress lines of a pull.
+        pull_reset_after: Drop the connection after this many progress lines of a pull. The
+            bytes sent so far are kept, so the next pull of the same model resumes, as
+            Ollama resumes partial layers.
+        fallback: Builds the reply for a chat request when no scripted reply is left, from
+            the `RecordedRequest` (default: `echo_reply`).
         context_length: The context length the listings report.
         reject_stream_options: Answer a chat request whose body has ``stream_options``
             with an OpenAI-shaped 400, as some strict OpenAI-compatible proxies do.
@@ -164,6 +181,10 @@ class TestServer:
         context_length: int = 4096,
         reject_stream_options: bool = False,
         accept_any_model: bool | None = None,
+        pull_registry: list[str] | None = None,
+        pull_delay: float = 0.0,
+        pull_reset_after: int | None = None,
+        fallback: Callable[[RecordedRequest], Reply] | None = None,
     ) -> None:
         if dialect not in _DEFAULT_MODELS:
             raise ValueError(f"dialect must be one of {sorted(_DEFAULT_MODELS)}, not {dialect!r}")
@@ -177,6 +198,14 @@ class TestServer:
         self.context_length = context_length
         self.reject_stream_options = reject_stream_options
         self.accept_any_model = models is None if accept_any_model is None else accept_any_model
+        self.pull_registry: list[str] | None = (
+            list(pull_registry) if pull_registry is not None else None
+        )
+        self.pull_delay = pull_delay
+        self.pull_reset_after = pull_reset_after
+        self.fallback = fallback
+        #: Bytes of each layer digest "downloaded" by pulls so far (what a resume starts at).
+        self._pulled: dict[str, int] = {}
         #: Every request received, on any path, in order of arrival.
         self.requests: list[RecordedRequest] = []
         self._replies: deque[Reply] = deque()
@@ -354,6 +383,7 @@ class TestServer:
                     )
                 ),
                 ("POST", "/api/show"): self._ollama_show,
+                ("POST", "/api/pull"): self._ollama_pull,
                 ("POST", "/api/chat"): chat("ollama_native"),
                 ("POST", "/api/embed"): self._ollama_embed,
                 ("POST", "/api/embeddings"): self._ollama_embed,
@@ -511,7 +541,8 @@ class TestServer:
             message = "Stream options can only be defined when `stream=True`."
             return self._error(flavor, 400, message)
         options = options if isinstance(options, dict) and flavor != "ollama_native" else {}
-        reply = self._replies.popleft() if self._replies else self._echo(body)
+        unscripted = self.fallback or echo_reply
+        reply = self._replies.popleft() if self._replies else unscripted(record)
         facts = ChatFacts(
             model=reply.model if reply.model is not None else model,
             stream=stream,
@@ -519,10 +550,6 @@ class TestServer:
             include_obfuscation=options.get("include_obfuscation") is not False,
         )
         return await send_plan(request, build_chat_plan(flavor, reply, facts), reply)
-
-    @staticmethod
-    def _echo(body: dict[str, Any]) -> Reply:
-        return Reply(text="echo: " + _last_user_text(body))
 
     # -- embeddings and Ollama extras -------------------------------------------------------
 
@@ -601,3 +628,67 @@ class TestServer:
         if known is None:
             return self._error("ollama_native", 404, f"model '{name}' not found")
         return self._json(200, catalog.ollama_show(known, self.context_length))
+
+    async def _ollama_pull(
+        self, request: web.Request, record: RecordedRequest
+    ) -> web.StreamResponse:
+        body = record.json
+        if not isinstance(body, dict):
+            return self._error("ollama_native", 400, "the request body is not a JSON object")
+        requested = body.get("model") or body.get("name")
+        if not isinstance(requested, str) or not requested.strip():
+            return self._error("ollama_native", 400, "invalid model name")
+        name = requested.strip()
+        if ":" not in name.rsplit("/", 1)[-1]:
+            name += ":latest"
+        lines = self._pull_lines(name)
+        stream = body.get("stream") is None or bool(body.get("stream"))
+        if not stream:
+            last = lines[-1]
+            if "error" in last:
+                return self._json(500, last)
+            self._finish_pull(name, lines)
+            return self._json(200, last)
+        response = web.StreamResponse(status=200, headers={"Content-Type": "application/x-ndjson"})
+        await response.prepare(request)
+        for index, line in enumerate(lines):
+            if self.pull_reset_after is not None and index >= self.pull_reset_after:
+                await abort_connection(request)
+                return response
+            if index and self.pull_delay:
+                await asyncio.sleep(self.pull_delay)
+            await response.write(orjson.dumps(line) + b"\n")
+            digest, completed = line.get("digest"), line.get("completed")
+            if isinstance(digest, str) and isinstance(completed, int):
+                self._pulled[digest] = completed
+        self._finish_pull(name, lines)
+        await response.write_eof()
+        return response
+
+    def _pull_lines(self, name: str) -> list[dict[str, Any]]:
+        """The progress lines a pull of ``name`` sends, from the bytes already held."""
+        lines: list[dict[str, Any]] = [{"status": "pulling manifest"}]
+        registry = self.pull_registry
+        if registry is not None and name not in {
+            n if ":" in n.rsplit("/", 1)[-1] else f"{n}:latest" for n in registry
+        }:
+            lines.append({"error": "pull model manifest: file does not exist"})
+            return lines
+        for digest, total in catalog.ollama_pull_layers(name):
+            status = f"pulling {digest[7:19]}"
+            have = min(self._pulled.get(digest, 0), total)
+            steps = [have] if have >= total else [have, *catalog.pull_steps(have, total)]
+            for completed in steps:
+                lines.append(
+                    {"status": status, "digest": digest, "total": total, "completed": completed}
+                )
+        lines += [
+            {"status": "verifying sha256 digest"},
+            {"status": "writing manifest"},
+            {"status": "success"},
+        ]
+        return lines
+
+    def _finish_pull(self, name: str, lines: list[dict[str, Any]]) -> None:
+        if lines[-1].get("status") == "success" and name not in self.models:
+            self.models.append(name)

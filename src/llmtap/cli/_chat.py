@@ -1,0 +1,420 @@
+"""``llmtap chat``: one question (argument or stdin), or an interactive session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+
+from llmtap._client import LLMClient
+from llmtap._config import LLMConfig
+from llmtap._dialects import MessageLike
+from llmtap._errors import LLMError, LLMUsageError
+from llmtap._messages import Message
+from llmtap._results import ChatResult
+from llmtap.cli._common import EXIT_OK, CLIError, consoles
+from llmtap.cli._view import AnswerView
+
+__all__ = ["ChatOptions", "interactive", "load_tools", "one_shot"]
+
+#: Most model rounds in one answer when tools are in use.
+MAX_TOOL_ROUNDS = 8
+
+HELP = """\
+/model NAME    use another model (without NAME: show the current one)
+/system TEXT   set the system prompt (without TEXT: show it; /system - clears it)
+/reset         forget the conversation (the system prompt stays)
+/save FILE     save the conversation (JSON for .json, Markdown otherwise)
+/exit          leave (also /quit, /bye or Ctrl-D)
+Ctrl-C stops the answer being written; the session goes on."""
+
+
+@dataclass
+class ChatOptions:
+    """What the ``chat`` command line asked for."""
+
+    system: str | None = None
+    tools: list[Any] = field(default_factory=list)
+    as_json: bool = False
+    markdown: bool = True
+    reasoning: bool = True
+
+
+# --- tools ---------------------------------------------------------------------------------
+
+
+def _is_tool(obj: Any) -> bool:
+    if isinstance(obj, type) or not callable(getattr(obj, "to_schema", None)):
+        return False
+    return callable(getattr(obj, "call", None)) or callable(obj)
+
+
+def _import(spec: str) -> Any:
+    path = Path(spec)
+    if spec.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise CLIError(f"--tools: there is no file {spec}")
+        module_spec = importlib.util.spec_from_file_location(f"_llmtap_tools_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise CLIError(f"--tools: {spec} cannot be imported as a Python file")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module  # as an import would (pydantic looks it up)
+        module_spec.loader.exec_module(module)
+        return module
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: modules next to the user
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.startswith(exc.name):
+            raise CLIError(
+                f"--tools: no module named {spec!r}; give an importable module or a .py file"
+            ) from None
+        raise
+
+
+def load_tools(specs: Sequence[str]) -> list[Any]:
+    """The tools of the modules or ``.py`` files named: every module-level object with a
+    ``to_schema()`` method that can be called (such as ``@llmtap.tool`` functions).
+
+    Raises:
+        CLIError: A module cannot be imported, has no tools, or two tools share a name.
+    """
+    tools: list[Any] = []
+    names: set[str] = set()
+    for spec in specs:
+        try:
+            module = _import(spec)
+        except CLIError:
+            raise
+        except Exception as exc:
+            raise CLIError(
+                f"--tools: importing {spec} failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        found = [
+            obj for name, obj in vars(module).items() if not name.startswith("_") and _is_tool(obj)
+        ]
+        if not found:
+            raise CLIError(
+                f"--tools: {spec} has no tools (module-level objects with to_schema(), such as "
+                "functions decorated with @llmtap.tool)"
+            )
+        for tool in found:
+            name = _tool_name(tool)
+            if name in names:
+                raise CLIError(f"--tools: two tools are named {name!r}")
+            names.add(name)
+            tools.append(tool)
+    return tools
+
+
+def _tool_name(tool: Any) -> str:
+    schema = tool.to_schema()
+    function = schema.get("function") if isinstance(schema, dict) else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str):
+        raise CLIError(f"--tools: {tool!r}.to_schema() has no function name")
+    return name
+
+
+async def _invoke(tool: Any, arguments: dict[str, Any]) -> tuple[str, bool]:
+    """Run one tool call: its output as text, and whether it failed."""
+    try:
+        call = getattr(tool, "call", None)
+        result = call(arguments) if callable(call) else tool(**arguments)
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception as exc:
+        return f"error: {type(exc).__name__}: {exc}", True
+    if isinstance(result, str):
+        return result, False
+    return orjson.dumps(result, default=str).decode(), False
+
+
+# --- one answer ----------------------------------------------------------------------------
+
+
+def _library_tools(tools: Sequence[Any]) -> bool:
+    """Whether every tool is an ``llmtap.tool`` (what ``run_tools`` runs by its schema)."""
+    try:
+        from llmtap._tools import Tool
+    except ImportError:  # pragma: no cover - the tools module is part of the package
+        return False
+    return all(isinstance(tool, Tool) for tool in tools)
+
+
+async def answer(
+    client: LLMClient,
+    messages: list[MessageLike],
+    view: AnswerView | None,
+    *,
+    tools: Sequence[Any] = (),
+    model: str | None = None,
+) -> ChatResult:
+    """Stream the answer to ``messages`` into ``view``, running tool calls as the model
+    makes them; ``messages`` grows by the assistant's (and tools') messages.
+
+    ``@llmtap.tool`` functions run through ``client.run_tools``; other objects with a
+    ``to_schema()`` run through a small loop here that calls their ``call(arguments)`` (or
+    calls them with the arguments as keywords).
+    """
+    params: dict[str, Any] = {"model": model} if model else {}
+    run_tools = getattr(client, "run_tools", None)
+    if tools and run_tools is not None and _library_tools(tools):
+        return await _run_tools(run_tools, messages, view, tools, params)
+    by_name = {_tool_name(tool): tool for tool in tools}
+    for _ in range(MAX_TOOL_ROUNDS):
+        async with client.stream(messages, tools=list(tools) or None, **params) as stream:
+            if view is not None:
+                async for event in stream:
+                    view.feed(event)
+            result = await stream.result()
+        if view is not None:
+            view.end_round()
+        messages.append(result.message)
+        if not result.tool_calls or not by_name:
+            return result
+        for call in result.tool_calls:
+            if view is not None:
+                view.tool_call(call.name, call.arguments)
+            tool = by_name.get(call.name)
+            if tool is None:
+                output, failed = f"error: there is no tool named {call.name!r}", True
+            else:
+                output, failed = await _invoke(tool, call.arguments)
+            if view is not None:
+                view.tool_result(call.name, output, failed=failed)
+            messages.append(Message.tool(output, tool_call_id=call.id, name=call.name))
+    raise CLIError(f"The model still called tools after {MAX_TOOL_ROUNDS} rounds; stopped", code=1)
+
+
+async def _run_tools(
+    run_tools: Any,
+    messages: list[MessageLike],
+    view: AnswerView | None,
+    tools: Sequence[Any],
+    params: dict[str, Any],
+) -> ChatResult:
+    """The tool loop of the library, its events shown in ``view``."""
+
+    def on_event(event: Any) -> None:
+        if view is None:
+            return
+        kind = getattr(event, "type", None)
+        if kind == "text":
+            view.feed(event)
+        elif kind == "tool_call_started":
+            view.end_round()
+            view.tool_call(event.call.name, event.call.arguments)
+        elif kind == "tool_call_finished":
+            view.tool_result(event.call.name, event.output, failed=event.error is not None)
+
+    run = await run_tools(
+        list(messages),
+        list(tools),
+        max_rounds=MAX_TOOL_ROUNDS,
+        on_event=on_event,
+        stream=view is not None,
+        **params,
+    )
+    if view is not None:
+        view.end_round()
+    messages[:] = list(run.messages)
+    result: ChatResult = run.result
+    return result
+
+
+async def one_shot(config: LLMConfig, prompt: str, options: ChatOptions) -> int:
+    """Answer one prompt and exit."""
+    out, err = consoles()
+    messages: list[MessageLike] = [Message.system(options.system)] if options.system else []
+    messages.append(Message.user(prompt))
+    async with LLMClient(config) as client:
+        await client.preflight_check()
+        if options.as_json:
+            result = await answer(client, messages, None, tools=options.tools)
+            out.file.write(result.model_dump_json(indent=2) + "\n")
+            return EXIT_OK
+        view = AnswerView(out, err, markdown=options.markdown, reasoning=options.reasoning)
+        try:
+            await answer(client, messages, view, tools=options.tools)
+        except BaseException:
+            view.end_round()
+            raise
+    return EXIT_OK
+
+
+# --- the interactive session -----------------------------------------------------------------
+
+
+@dataclass
+class Session:
+    """The state of an interactive session."""
+
+    model: str
+    system: str | None
+    history: list[MessageLike] = field(default_factory=list)
+
+    def messages(self) -> list[MessageLike]:
+        """The conversation as sent: the system prompt, then the history."""
+        head: list[MessageLike] = [Message.system(self.system)] if self.system else []
+        return head + self.history
+
+    def save(self, path: Path) -> None:
+        """Write the conversation as JSON (``.json``) or Markdown."""
+        if path.suffix.lower() == ".json":
+            data = {
+                "model": self.model,
+                "messages": [
+                    m.to_api_dict() if isinstance(m, Message) else dict(m) for m in self.messages()
+                ],
+            }
+            path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+            return
+        parts = [f"# Conversation with {self.model}\n"]
+        for item in self.messages():
+            data = item.to_api_dict() if isinstance(item, Message) else dict(item)
+            role, content = data.get("role"), data.get("content")
+            if role == "tool":
+                parts.append(f"**tool {data.get('name') or ''}:** {content or ''}\n")
+            elif isinstance(content, str) and content:
+                parts.append(f"**{role}:** {content}\n")
+        path.write_text("\n".join(parts), encoding="utf-8")
+
+
+def _command(line: str, session: Session, out: Console, err: Console) -> bool:
+    """Carry out a slash command; ``False`` when the session should end."""
+    name, _, argument = line.partition(" ")
+    argument = argument.strip()
+    if name in ("/exit", "/quit", "/bye"):
+        return False
+    if name == "/help":
+        out.print(HELP, markup=False)
+    elif name == "/reset":
+        session.history.clear()
+        out.print("conversation cleared", style="dim")
+    elif name == "/model":
+        if argument:
+            session.model = argument
+            out.print(f"model: {argument}", style="dim", markup=False)
+        else:
+            out.print(f"model: {session.model}", markup=False)
+    elif name == "/system":
+        if argument == "-":
+            session.system = None
+            out.print("system prompt cleared", style="dim")
+        elif argument:
+            session.system = argument
+            out.print("system prompt set", style="dim")
+        else:
+            out.print(f"system prompt: {session.system or '(none)'}", markup=False)
+    elif name == "/save":
+        if not argument:
+            err.print("usage: /save FILE", style="red")
+        else:
+            path = Path(argument).expanduser()
+            try:
+                session.save(path)
+            except OSError as exc:
+                err.print(f"cannot save to {path}: {exc.strerror}", style="red", markup=False)
+            else:
+                out.print(f"saved to {path}", style="dim", markup=False)
+    else:
+        err.print(f"unknown command {name}; /help lists them", style="red", markup=False)
+    return True
+
+
+def _enable_line_editing() -> None:
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (input() gains editing and history)
+
+
+def interactive(config: LLMConfig, options: ChatOptions) -> int:
+    """Run an interactive session until /exit or end of input.
+
+    Each answer runs in a persistent event loop; Ctrl-C while it streams cancels that answer
+    (closing its connection) and returns to the prompt.
+    """
+    _enable_line_editing()
+    out, err = consoles()
+    with asyncio.Runner() as runner:
+        client = LLMClient(config)
+        try:
+            report = runner.run(client.preflight_check())
+            session = Session(model=report.model, system=options.system)
+            kind = f"{report.server} {report.version}" if report.version else report.server
+            out.print(
+                f"llmtap chat: {kind} at {report.endpoint}, model {report.model}. "
+                "/help for commands, /exit or Ctrl-D to leave.",
+                style="dim",
+                markup=False,
+            )
+            _loop(runner, client, session, options, out, err)
+        finally:
+            runner.run(client.close())
+    return EXIT_OK
+
+
+def _loop(
+    runner: asyncio.Runner,
+    client: LLMClient,
+    session: Session,
+    options: ChatOptions,
+    out: Console,
+    err: Console,
+) -> None:
+    while True:
+        try:
+            line = input(">>> ").strip()
+        except EOFError:
+            out.print()
+            return
+        except KeyboardInterrupt:
+            out.print()
+            continue
+        if not line:
+            continue
+        if line.startswith("/"):
+            if not _command(line, session, out, err):
+                return
+            continue
+        messages: list[MessageLike] = [*session.messages(), Message.user(line)]
+        view = AnswerView(out, err, markdown=options.markdown, reasoning=options.reasoning)
+        try:
+            runner.run(answer(client, messages, view, tools=options.tools, model=session.model))
+        except KeyboardInterrupt:
+            partial = view.interrupted()
+            if not partial:
+                continue  # nothing was said: the question is dropped too
+            messages.append(Message.assistant(partial))
+        except (LLMError, LLMUsageError, CLIError) as exc:  # the session goes on
+            view.end_round()
+            text = exc.message if isinstance(exc, LLMError | CLIError) else str(exc)
+            err.print(f"error: {text}", style="red", markup=False)
+            continue
+        head = 1 if session.system else 0
+        session.history = messages[head:]
+
+
+def read_prompt(prompt: str | None) -> str | None:
+    """The prompt: the argument, else stdin when it is not a terminal; ``None`` for an
+    interactive session."""
+    if prompt is not None:
+        return prompt
+    if sys.stdin.isatty():
+        return None
+    text = sys.stdin.read().strip()
+    if not text:
+        raise CLIError('Nothing to ask: stdin was empty. Give a prompt: llmtap chat "..."')
+    return text

@@ -1,0 +1,105 @@
+"""Running the ``llmtap`` command as a subprocess (or in a pseudo-terminal) against the
+loopback test server, which keeps serving in the test's own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+import pytest
+
+#: Variables that would let the developer's own settings leak into a test.
+_SCRUBBED = re.compile(
+    r"^(LLMTAP_.*|OLLAMA_HOST|OPENAI_BASE_URL|OPENAI_API_KEY|FORCE_COLOR|NO_COLOR|COLUMNS|LINES"
+    r"|XDG_CONFIG_HOME|TERM|PYTHONSTARTUP)$"
+)
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def cli_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI run: no user settings, a private HOME, UTC."""
+    env = {name: value for name, value in os.environ.items() if not _SCRUBBED.match(name)}
+    env.update({"HOME": str(home), "TZ": "UTC", "PYTHONIOENCODING": "utf-8"})
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class CLIResult:
+    """How one run of the command ended."""
+
+    code: int
+    out: str
+    err: str
+
+
+Runner = Callable[..., Awaitable[CLIResult]]
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """A HOME with no config file in it."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cli(home: Path) -> Runner:
+    """Run ``python -m llmtap.cli ARGS`` with stdin from ``stdin`` (a closed, empty pipe by
+    default) and collect its exit code, stdout and stderr."""
+
+    async def run(
+        *args: str, stdin: bytes = b"", env: Mapping[str, str] | None = None
+    ) -> CLIResult:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llmtap.cli",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(home, env),
+        )
+        out, err = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+        assert process.returncode is not None
+        return CLIResult(process.returncode, out.decode(), err.decode())
+
+    return run
+
+
+@pytest.fixture
+def terminal(home: Path) -> Iterator[Callable[..., pexpect.spawn]]:
+    """Start ``python -m llmtap.cli ARGS`` in a pseudo-terminal (100 x 40, xterm colours)."""
+    children: list[pexpect.spawn] = []
+
+    def spawn(*args: str, env: Mapping[str, str] | None = None) -> pexpect.spawn:
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "llmtap.cli", *args],
+            env=cli_env(home, {"TERM": "xterm-256color", **(env or {})}),
+            encoding="utf-8",
+            timeout=30,
+            dimensions=(40, 100),
+        )
+        children.append(child)
+        return child
+
+    yield spawn
+    for child in children:
+        if child.isalive():
+            child.terminate(force=True)
+        child.close()
+
+
+def assert_clean_error(result: CLIResult) -> None:
+    """Error output is short and has no traceback."""
+    assert "Traceback" not in result.err
+    assert 1 <= len(result.err.strip().splitlines()) <= 2, result.err

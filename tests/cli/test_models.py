@@ -1,0 +1,119 @@
+"""``llmtap models`` run as a subprocess, as a table and as JSON, on Ollama and elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+from llmtap.testing import TestServer
+from tests.cli.conftest import CLIResult, Runner, assert_clean_error
+
+
+def _table(result: CLIResult) -> list[str]:
+    """The table's lines without trailing blanks; the rule under the header is checked."""
+    lines = [line.rstrip() for line in result.out.splitlines()]
+    assert set(lines[1]) == {"─"}
+    return [lines[0], *lines[2:]]
+
+
+async def test_ollama_table_has_sizes_parameters_and_loaded(cli: Runner) -> None:
+    """On Ollama: name, size, parameters, quantization, context (loaded ones), modified, and
+    whether each model is loaded now (/api/ps)."""
+    async with TestServer(
+        dialect="ollama", models=["llama3.2:latest", "qwen3:8b"], loaded_models=["llama3.2:latest"]
+    ) as server:
+        result = await cli("models", "--endpoint", server.url)
+    assert result.code == 0
+    assert _table(result) == [
+        "NAME                SIZE   PARAMS   QUANT    CONTEXT   MODIFIED     LOADED",
+        "llama3.2:latest   1.4 GB     3.2B   Q4_K_M      4096   2025-06-01   yes",
+        "qwen3:8b          3.1 GB     3.2B   Q4_K_M             2025-06-01   -",
+    ]
+
+
+async def test_ollama_json_lists_objects(cli: Runner) -> None:
+    """--json prints a list of objects with name, size, loaded and the rest."""
+    async with TestServer(
+        dialect="ollama", models=["llama3.2:latest", "qwen3:8b"], loaded_models=["qwen3:8b"]
+    ) as server:
+        result = await cli("models", "--endpoint", server.url, "--json")
+    assert result.code == 0
+    models = json.loads(result.out)
+    assert [(m["name"], m["loaded"], m["context_length"]) for m in models] == [
+        ("llama3.2:latest", False, None),
+        ("qwen3:8b", True, 4096),
+    ]
+    first = models[0]
+    assert (first["size"], first["parameter_size"], first["quantization"]) == (
+        1_387_414_370,
+        "3.2B",
+        "Q4_K_M",
+    )
+    assert (first["family"], first["format"], first["modified_at"]) == (
+        "llama",
+        "gguf",
+        "2025-06-01T12:00:00.123456Z",
+    )
+
+
+async def test_vllm_table_has_fewer_columns(cli: Runner) -> None:
+    """On vLLM (/v1/models): name, context length, owner; served models are loaded."""
+    async with TestServer(dialect="vllm") as server:
+        result = await cli("models", "--endpoint", server.url)
+    assert result.code == 0
+    assert _table(result) == [
+        "NAME                CONTEXT   OWNER   LOADED",
+        "facebook/opt-125m      4096   vllm    yes",
+    ]
+
+
+async def test_openai_json_says_loaded_is_unknown(cli: Runner) -> None:
+    """On an OpenAI-style API nothing says what is loaded: ``loaded`` is null."""
+    async with TestServer(dialect="openai", models=["gpt-4o-mini", "gpt-4o"]) as server:
+        result = await cli("models", "--endpoint", server.url, "--json")
+    assert result.code == 0
+    models = json.loads(result.out)
+    assert [(m["name"], m["owned_by"], m["loaded"], m["size"]) for m in models] == [
+        ("gpt-4o-mini", "openai", None, None),
+        ("gpt-4o", "openai", None, None),
+    ]
+
+
+async def test_llamacpp_json_reads_its_meta(cli: Runner) -> None:
+    """On llama.cpp the listing's meta gives size, parameter count and context."""
+    async with TestServer(dialect="llamacpp") as server:
+        result = await cli("models", "--endpoint", server.url, "--json")
+    [model] = json.loads(result.out)
+    assert (model["name"], model["size"], model["parameter_size"], model["context_length"]) == (
+        "tiny",
+        806_912,
+        "201.7K",
+        4096,
+    )
+    assert (model["format"], model["loaded"]) == ("gguf", True)
+
+
+async def test_api_key_is_sent_and_refusal_exits_5(cli: Runner) -> None:
+    """--api-key is sent; without it a protected server's refusal exits with code 5."""
+    async with TestServer(dialect="openai", api_key="sk-test") as server:
+        refused = await cli("models", "--endpoint", server.url)
+        accepted = await cli("models", "--endpoint", server.url, "--api-key", "sk-test")
+    assert refused.code == 5
+    assert refused.err == (
+        "error: The server refused the credentials (401: Incorrect API key provided. You can "
+        "find your API key at https://platform.openai.com/account/api-keys.). Set "
+        "LLMTAP_API_KEY (or api_key=, or --api-key) to a valid key\n"
+    )
+    assert accepted.code == 0
+    assert accepted.out.splitlines()[2].rstrip() == "gpt-4o-mini   openai"
+
+
+async def test_loading_server_exits_1(cli: Runner) -> None:
+    """A llama.cpp server still loading its model: exit 1 and "try again"."""
+    async with TestServer(dialect="llamacpp", loading=True) as server:
+        result = await cli("models", "--endpoint", server.url)
+    assert result.code == 1
+    assert result.err == (
+        f"error: The server at {server.url} is unavailable (503: Loading model); try again "
+        "shortly\n"
+    )
+    assert_clean_error(result)

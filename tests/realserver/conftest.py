@@ -1,0 +1,133 @@
+"""Fixtures of the real-server tier: a tiny model written at test time, llama-cpp-python serving it.
+
+Without llama-cpp-python (or gguf) installed the tier is skipped with the reason, except in CI
+(``CI`` set), where it fails: CI must never pass by leaving the real server out. A server that
+is installed but does not start fails the tests that need it, with the server's output.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from llmtap import LLMClient, LLMConfig
+from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer, ServerStartError
+
+if TYPE_CHECKING:  # importing it needs gguf, which the tier may lack (it then skips)
+    from tests.realserver.tinymodel import TinyModel
+
+#: Seeds the tiny model's weights.
+MODEL_SEED = 1234
+
+_INSTALL = (
+    "pip install -e '.[dev]' (it has llama-cpp-python[server]==0.3.36, gguf and openai; "
+    "llama.cpp compiles on the first install, a few minutes)"
+)
+_timings: dict[str, float] = {}
+
+
+def require(*modules: str) -> None:
+    """Skip the test when a package the tier needs is missing; in CI, fail it."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if not missing:
+        return
+    reason = (
+        f"the real-server tier needs {', '.join(missing)} (not installed); install with: {_INSTALL}"
+    )
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}. CI runs this tier; it must not be skipped", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The tiny llama-architecture GGUF model, written once per session."""
+    require("gguf")
+    from tests.realserver.tinymodel import write_tiny_model
+
+    began = time.monotonic()
+    model = write_tiny_model(tmp_path_factory.mktemp("model") / "tiny.gguf", seed=MODEL_SEED)
+    _timings["model written"] = time.monotonic() - began
+    return model
+
+
+def _serve(
+    model: TinyModel, tmp_path_factory: pytest.TempPathFactory, *, interrupt_requests: bool
+) -> Iterator[LlamaServer]:
+    require("llama_cpp", "gguf")
+    name = "interrupting" if interrupt_requests else "queueing"
+    log = tmp_path_factory.mktemp(f"server-{name}") / "server.log"
+    server = LlamaServer(model.path, log, interrupt_requests=interrupt_requests)
+    try:
+        server.start()
+    except ServerStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _timings[f"{name} server started"] = server.started_in
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_server(
+    tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    """llama-cpp-python with its defaults: a second request cuts a running stream short."""
+    yield from _serve(tiny_model, tmp_path_factory, interrupt_requests=True)
+
+
+@pytest.fixture(scope="session")
+def queueing_server(
+    tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    """llama-cpp-python with ``--interrupt_requests False``: concurrent requests queue."""
+    yield from _serve(tiny_model, tmp_path_factory, interrupt_requests=False)
+
+
+def realserver_client(server: LlamaServer, **overrides: Any) -> LLMClient:
+    """A client for the real server: model ``tiny``, no retries, generous deadlines (the
+    machine is shared) that still end a hung test."""
+    settings: dict[str, Any] = {
+        "endpoint": server.url,
+        "model": MODEL_ALIAS,
+        "max_retries": 0,
+        "connect_timeout": 5.0,
+        "first_token_timeout": 60.0,
+        "idle_timeout": 30.0,
+        "preflight_timeout": 10.0,
+    }
+    settings.update(overrides)
+    return LLMClient(LLMConfig(**settings))
+
+
+@pytest.fixture
+async def client(llama_server: LlamaServer) -> AsyncIterator[LLMClient]:
+    """A client for the default (interrupting) server, closed after the test."""
+    async with realserver_client(llama_server) as real_client:
+        yield real_client
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print how long the tier's setup took (model file, server starts)."""
+    if _timings:
+        figures = ", ".join(f"{what} in {seconds:.2f} s" for what, seconds in _timings.items())
+        terminalreporter.write_line(f"realserver: {figures}")
+
+
+@pytest.fixture
+async def openai_client(llama_server: LlamaServer) -> AsyncIterator[Any]:
+    """openai-python's AsyncOpenAI for the default server: the peer the differential tests
+    compare llmtap with."""
+    require("openai")
+    from openai import AsyncOpenAI
+
+    async with AsyncOpenAI(
+        base_url=f"{llama_server.url}/v1", api_key="not-needed", max_retries=0
+    ) as peer:
+        yield peer

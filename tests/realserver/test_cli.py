@@ -1,0 +1,163 @@
+"""The ``llmtap`` command against llama-cpp-python, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmtap import LLMClient, Message
+from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer
+
+pytestmark = pytest.mark.realserver
+
+PROMPT = "Tell me about the water."
+
+
+async def run_llmtap(home: Path, *args: str) -> tuple[int, str, str]:
+    """Run ``llmtap ARGS`` with no configuration from the environment or a config file;
+    return its exit code, stdout and stderr."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LLMTAP_", "OPENAI_", "OLLAMA_"))
+    }
+    env.update({"HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"})
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from llmtap.cli import main; main()",
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def greedy_answer(client: LLMClient, max_tokens: int) -> str:
+    """The library's answer to PROMPT at temperature 0 (greedy, so the same every time)."""
+    result = await client.chat([Message.user(PROMPT)], temperature=0.0, max_tokens=max_tokens)
+    return result.text
+
+
+async def test_chat_prints_the_answer_the_library_gets(
+    client: LLMClient, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """``llmtap chat PROMPT`` with stdout not a terminal prints the answer's text, then a
+    newline: the same text the library gets for the same greedy request."""
+    code, out, err = await run_llmtap(
+        tmp_path, "chat", PROMPT, "-e", llama_server.url, "--temperature", "0", "--max-tokens", "12"
+    )
+    assert (code, out, err) == (0, await greedy_answer(client, 12) + "\n", "")
+
+
+async def test_chat_json_prints_the_whole_result(
+    client: LLMClient, llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """``llmtap chat --json`` prints the ChatResult: the text, finish "length" at
+    --max-tokens, the model and the kind of server preflight found."""
+    code, out, _ = await run_llmtap(
+        tmp_path,
+        "chat",
+        PROMPT,
+        "--json",
+        "-e",
+        llama_server.url,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "12",
+    )
+    result = json.loads(out)
+    found = (code, result["text"], result["finish_reason"], result["model"], result["server"])
+    expected_text = await greedy_answer(client, 12)
+    assert found == (0, expected_text, "length", MODEL_ALIAS, "openai-compatible")
+
+
+async def test_models_lists_tiny_owned_by_me(llama_server: LlamaServer, tmp_path: Path) -> None:
+    """``llmtap models --json`` lists the one model, with the owner llama-cpp-python gives
+    ("me") and none of the details only Ollama tells."""
+    code, out, _ = await run_llmtap(tmp_path, "models", "--json", "-e", llama_server.url)
+    listing = json.loads(out)
+    assert code == 0
+    assert [(entry["name"], entry["owned_by"], entry["size"]) for entry in listing] == [
+        (MODEL_ALIAS, "me", None)
+    ]
+
+
+async def test_check_passes_every_step(llama_server: LlamaServer, tmp_path: Path) -> None:
+    """``llmtap check --json`` passes every step against the real server and exits 0."""
+    code, out, _ = await run_llmtap(tmp_path, "check", "--json", "-e", llama_server.url)
+    report = json.loads(out)
+    steps = [(step["step"], step["ok"]) for step in report["steps"]]
+    assert (code, report["ok"], report["exit_code"]) == (0, True, 0)
+    assert steps == [
+        ("reachable", True),
+        ("server", True),
+        ("auth", True),
+        ("model", True),
+        ("answer", True),
+        ("first_token", True),
+    ]
+
+
+def _bench_args(server: LlamaServer, max_tokens: int) -> list[str]:
+    return [
+        "bench",
+        "--json",
+        "-e",
+        server.url,
+        "--concurrency",
+        "1,2",
+        "--requests",
+        "2",
+        "--max-tokens",
+        str(max_tokens),
+    ]
+
+
+async def test_bench_measures_a_queueing_server_without_errors(
+    queueing_server: LlamaServer, tmp_path: Path
+) -> None:
+    """``llmtap bench`` against llama-cpp-python with --interrupt_requests False: every
+    request of every concurrency level is answered, within max_tokens."""
+    code, out, _ = await run_llmtap(tmp_path, *_bench_args(queueing_server, 16))
+    report = json.loads(out)
+    levels: list[dict[str, Any]] = report["levels"]
+    assert (code, report["server"], report["model"], report["errors"]) == (
+        0,
+        "openai-compatible",
+        MODEL_ALIAS,
+        [],
+    )
+    assert [(level["concurrency"], level["requests"], level["errors"]) for level in levels] == [
+        (1, 2, 0),
+        (2, 4, 0),
+    ]
+    for level in levels:
+        assert 0 < level["tokens"] <= level["requests"] * 16
+
+
+async def test_bench_counts_streams_the_server_cut_as_errors(
+    llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """Against llama-cpp-python's default (a new request cuts the running stream), bench
+    counts the cut streams as errors, with the reason, instead of as short answers."""
+    code, out, _ = await run_llmtap(tmp_path, *_bench_args(llama_server, 64))
+    report = json.loads(out)
+    one, two = report["levels"]
+    assert (code, one["errors"]) == (0, 0)
+    assert two["errors"] >= 1
+    causes = {error.rpartition("Cause: ")[2] for error in report["errors"]}
+    assert causes == {
+        "The stream ended before the answer was complete ([DONE] came before any finish_reason)"
+    }
