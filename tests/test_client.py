@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -457,6 +458,43 @@ async def test_status_error_carries_request_id_and_message() -> None:
     assert info.value.server_message == "bad field"
     assert info.value.error_type == "invalid_request_error"
     assert (info.value.method, info.value.url) == ("POST", server.url + "/v1/chat/completions")
+
+
+async def test_kept_alive_connection_the_server_closed_is_not_an_error() -> None:
+    """A kept-alive connection that the server closes as the next request arrives (the race
+    llama-cpp-python runs after an empty 200) does not fail that request, even without
+    retries: it goes out again on a fresh connection."""
+    body = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+    )
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            await reader.readuntil(b"\r\n\r\n")  # a second request on this connection:
+        writer.close()  # hang up without answering it
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        async with make_client(url, max_retries=0) as client:
+            first = await _collect(client)
+            second = await _collect(client)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert _text(first) == _text(second) == "hi"
+    assert connections == 2
 
 
 # --- the pool ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import ssl
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import aclosing
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Self
 
 import aiohttp
@@ -173,6 +174,8 @@ class LLMClient:
             headers = {"User-Agent": _USER_AGENT, **config.headers}
             if config.api_key is not None:
                 headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+            reuse = aiohttp.TraceConfig()
+            reuse.on_connection_reuseconn.append(_note_reuse)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
                     limit=config.max_connections, limit_per_host=0, ssl=self._ssl()
@@ -181,6 +184,7 @@ class LLMClient:
                 timeout=aiohttp.ClientTimeout(
                     total=None, connect=None, sock_connect=config.connect_timeout
                 ),
+                trace_configs=[reuse],
             )
         return self._session
 
@@ -211,15 +215,33 @@ class LLMClient:
         loop = asyncio.get_running_loop()
         first_token_at = loop.time() + config.first_token_timeout
         deadline = min(first_token_at, total_at)
+        headers = {"Content-Type": "application/json"} if body is not None else None
         try:
             async with asyncio.timeout_at(deadline):
-                response = await session.request(
-                    method,
-                    url,
-                    data=body,
-                    headers={"Content-Type": "application/json"} if body is not None else None,
-                    allow_redirects=False,
-                )
+                reuse = _Reuse()
+                try:
+                    response = await session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                        trace_request_ctx=reuse,
+                    )
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    if not reuse.reused or isinstance(exc, aiohttp.ClientConnectorError):
+                        raise
+                    # A kept-alive connection the server had already closed (llama-cpp-python
+                    # closes one ~4 ms after an empty 200): the request never reached a live
+                    # server, so send it once more on a new connection. Not a retry.
+                    _log.debug("stale_connection", url=url, error=f"{type(exc).__name__}")
+                    response = await session.request(
+                        method,
+                        url,
+                        data=body,
+                        headers=headers,
+                        allow_redirects=False,
+                    )
         except TimeoutError as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise transport_error(exc, config, method, url, reading=False) from exc
@@ -818,6 +840,24 @@ class LLMClient:
         self._server = report.server
         self._model = report.model
         return report
+
+
+class _Reuse:
+    """Set by aiohttp's tracing when a request goes out on a kept-alive connection."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _note_reuse(
+    session: aiohttp.ClientSession,
+    context: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    if isinstance(context.trace_request_ctx, _Reuse):
+        context.trace_request_ctx.reused = True
 
 
 def _chunk_text(chunk: dict[str, Any]) -> str | None:

@@ -17,7 +17,6 @@ import pytest
 from llmtap import (
     FinishEvent,
     LLMClient,
-    LLMConnectionError,
     LLMResponseError,
     LLMStreamError,
     LLMStreamInterrupted,
@@ -343,12 +342,6 @@ async def test_prompt_over_the_context_chat_streaming_raises(llama_server: Llama
     assert type(info.value) is LLMStreamError
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=LLMConnectionError,
-    reason="llmtap reuses the pooled connection the server closes ~4 ms after the empty 200: "
-    "the next request fails with LLMConnectionError (reset / server disconnected)",
-)
 async def test_the_request_after_an_empty_200_is_answered(llama_server: LlamaServer) -> None:
     """After the empty 200 of an over-long streamed prompt, the same client's next request is
     answered. (The server closes that connection right after the body's terminator; a
