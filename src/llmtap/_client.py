@@ -218,30 +218,9 @@ class LLMClient:
         headers = {"Content-Type": "application/json"} if body is not None else None
         try:
             async with asyncio.timeout_at(deadline):
-                reuse = _Reuse()
-                try:
-                    response = await session.request(
-                        method,
-                        url,
-                        data=body,
-                        headers=headers,
-                        allow_redirects=False,
-                        trace_request_ctx=reuse,
-                    )
-                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                    if not reuse.reused or isinstance(exc, aiohttp.ClientConnectorError):
-                        raise
-                    # A kept-alive connection the server had already closed (llama-cpp-python
-                    # closes one ~4 ms after an empty 200): the request never reached a live
-                    # server, so send it once more on a new connection. Not a retry.
-                    _log.debug("stale_connection", url=url, error=f"{type(exc).__name__}")
-                    response = await session.request(
-                        method,
-                        url,
-                        data=body,
-                        headers=headers,
-                        allow_redirects=False,
-                    )
+                response = await self._request_once_more_if_stale(
+                    session, method, url, body, headers
+                )
         except TimeoutError as exc:
             if isinstance(exc, aiohttp.ServerTimeoutError):
                 raise transport_error(exc, config, method, url, reading=False) from exc
@@ -254,6 +233,34 @@ class LLMClient:
         if response.status >= 300:
             raise await exchange.status_error()
         return exchange
+
+    async def _request_once_more_if_stale(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str] | None,
+    ) -> aiohttp.ClientResponse:
+        """``session.request``, sent once more on a fresh connection when it met a kept-alive
+        one that the server had already closed (llama-cpp-python closes one ~4 ms after an
+        empty 200). The request never reached a live server then, so this is not a retry."""
+        for fresh in (False, True):
+            reuse = _Reuse()
+            try:
+                return await session.request(
+                    method,
+                    url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    trace_request_ctx=reuse,
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if fresh or not reuse.reused or isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                _log.debug("stale_connection", url=url, error=type(exc).__name__)
+        raise AssertionError("unreachable")
 
     async def _attempt(
         self, request: ChatRequest, total_at: float
@@ -336,6 +343,11 @@ class LLMClient:
         )
         if wait > 0:
             await asyncio.sleep(wait)
+
+    def _retries(self, url: str, *, total_at: float, max_retries: int | None = None) -> Retries:
+        """The retry bookkeeping of one call to ``url``."""
+        limit = self._config.max_retries if max_retries is None else max_retries
+        return Retries(self, limit, total_at, url)
 
     def _total_deadline(self) -> float:
         """Loop time by which a call started now must end (``math.inf`` without one)."""
@@ -432,13 +444,14 @@ class LLMClient:
     async def _chunks(
         self, request: ChatRequest, *, max_retries: int
     ) -> AsyncIterator[dict[str, Any]]:
-        total_at = self._total_deadline()
+        retries = self._retries(
+            request.url, total_at=self._total_deadline(), max_retries=max_retries
+        )
         delivered = 0
         text_parts: list[str] = []
-        attempt = 0
         while True:
             try:
-                async with aclosing(self._attempt(request, total_at)) as chunks:
+                async with aclosing(self._attempt(request, retries.total_at)) as chunks:
                     async for chunk in chunks:
                         delivered += 1
                         content = _chunk_text(chunk)
@@ -454,11 +467,7 @@ class LLMClient:
                 if request.drop_rejected_stream_options(error):
                     self._no_stream_options.add(request.url)
                     continue
-                wait = self._retry_delay(error, attempt, max_retries, total_at)
-                if wait is None:
-                    raise
-                attempt += 1
-                await self._pause_before_retry(error, attempt, max_retries, wait, request.url)
+                await retries.wait_or_raise(error)
 
     def stream(
         self,
@@ -516,24 +525,18 @@ class LLMClient:
             return await ChatStream(self, request, resume=resume, exposed=False).result()
         request = self._request(messages, tools, params, stream=False)
         loop = asyncio.get_running_loop()
-        total_at = self._total_deadline()
-        max_retries = self._config.max_retries
-        attempt = 0
+        retries = self._retries(request.url, total_at=self._total_deadline())
         while True:
             started = loop.time()
             try:
                 body = await self._post_json(
-                    request.url, request.payload, chat=True, total_at=total_at
+                    request.url, request.payload, chat=True, total_at=retries.total_at
                 )
                 accumulator = Accumulator(request.dialect)
                 accumulator.feed_completion(body)
                 return await self._finish(accumulator, request, started, None, body)
             except LLMError as error:
-                wait = self._retry_delay(error, attempt, max_retries, total_at)
-                if wait is None:
-                    raise
-                attempt += 1
-                await self._pause_before_retry(error, attempt, max_retries, wait, request.url)
+                await retries.wait_or_raise(error)
 
     async def _finish(
         self,
@@ -746,18 +749,12 @@ class LLMClient:
         return vectors
 
     async def _post_json_with_retry(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
-        total_at = self._total_deadline()
-        max_retries = self._config.max_retries
-        attempt = 0
+        retries = self._retries(url, total_at=self._total_deadline())
         while True:
             try:
-                return await self._post_json(url, payload, chat=False, total_at=total_at)
+                return await self._post_json(url, payload, chat=False, total_at=retries.total_at)
             except LLMError as error:
-                wait = self._retry_delay(error, attempt, max_retries, total_at)
-                if wait is None:
-                    raise
-                attempt += 1
-                await self._pause_before_retry(error, attempt, max_retries, wait, url)
+                await retries.wait_or_raise(error)
 
     # --- model management -----------------------------------------------------------------
 
@@ -840,6 +837,29 @@ class LLMClient:
         self._server = report.server
         self._model = report.model
         return report
+
+
+class Retries:
+    """The retries of one call: how many so far, within which limits."""
+
+    __slots__ = ("_client", "attempt", "max_retries", "total_at", "url")
+
+    def __init__(self, client: LLMClient, max_retries: int, total_at: float, url: str) -> None:
+        self._client = client
+        self.max_retries = max_retries
+        self.total_at = total_at
+        self.url = url
+        self.attempt = 0
+
+    async def wait_or_raise(self, error: LLMError) -> None:
+        """After ``error`` (raised before any output): wait, then let the caller try again;
+        or raise ``error`` when it must not be retried."""
+        client = self._client
+        wait = client._retry_delay(error, self.attempt, self.max_retries, self.total_at)
+        if wait is None:
+            raise error
+        self.attempt += 1
+        await client._pause_before_retry(error, self.attempt, self.max_retries, wait, self.url)
 
 
 class _Reuse:

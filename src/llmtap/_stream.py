@@ -116,15 +116,15 @@ class ChatStream:
         request = self._request
         loop = asyncio.get_running_loop()
         started = loop.time()
-        total_at = client._total_deadline()
-        max_retries = client.config.max_retries
+        retries = client._retries(request.url, total_at=client._total_deadline())
+        max_retries = retries.max_retries
         accumulator = Accumulator(request.dialect)
         first_at: float | None = None
         sample: dict[str, Any] | None = None  # a chunk that may tell which server answered
-        attempt = resumes = 0
+        resumes = 0
         while True:
             try:
-                async with aclosing(client._attempt(request, total_at)) as chunks:
+                async with aclosing(client._attempt(request, retries.total_at)) as chunks:
                     async for chunk in chunks:
                         if sample is None:
                             sample = chunk
@@ -158,12 +158,8 @@ class ChatStream:
                 elif request.drop_rejected_stream_options(error):
                     client._no_stream_options.add(request.url)
                     continue
-                wait = client._retry_delay(error, attempt, max_retries, total_at)
-                if wait is None:
-                    raise
-                attempt += 1
+                await retries.wait_or_raise(error)
                 accumulator, first_at, sample = Accumulator(request.dialect), None, None
-                await client._pause_before_retry(error, attempt, max_retries, wait, request.url)
         self._result = await client._finish(accumulator, request, started, first_at, sample)
 
     def _continuation(
