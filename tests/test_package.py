@@ -30,7 +30,7 @@ def test_exported_members_are_exactly_the_public_names() -> None:
 
 def test_import_has_no_side_effects() -> None:
     """import llmtap configures no logging, touches no structlog config, imports no CLI or
-    test server, and reads no environment-driven settings."""
+    test server, and defers aiohttp and structlog until they are needed."""
     code = textwrap.dedent(
         """
         import logging, sys
@@ -42,6 +42,8 @@ def test_import_has_no_side_effects() -> None:
         assert "llmtap.cli" not in sys.modules
         assert "llmtap.testing" not in sys.modules
         assert "typer" not in sys.modules
+        assert "aiohttp" not in sys.modules  # loaded with the first session, not at import
+        assert "structlog" not in sys.modules  # loaded with the first log event
         print("clean")
         """
     )

@@ -17,7 +17,6 @@ from contextlib import aclosing
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Self
 
-import aiohttp
 import orjson
 
 from llmtap import _retry
@@ -34,9 +33,11 @@ from llmtap._log import get_logger
 from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
 from llmtap._results import ChatResult, Timings
 from llmtap._stream import ChatStream
-from llmtap._transport import Exchange, timeout_error, transport_error
+from llmtap._transport import Exchange, timeout_error, transport_error, transport_errors
 
 if TYPE_CHECKING:
+    import aiohttp
+
     from llmtap._models import ModelDetails, ModelInfo, PullProgress
     from llmtap._parse import OutputT
     from llmtap._toolloop import ToolEventHandler, ToolRun
@@ -167,6 +168,8 @@ class LLMClient:
         return context
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import aiohttp  # here, not at import: `import llmtap` stays fast
+
         if self._closed:
             raise LLMUsageError("this LLMClient is closed; create a new one")
         if self._session is None:
@@ -222,12 +225,12 @@ class LLMClient:
                     session, method, url, body, headers
                 )
         except TimeoutError as exc:
-            if isinstance(exc, aiohttp.ServerTimeoutError):
+            if type(exc) is not TimeoutError:  # aiohttp's own connect timeouts subclass it
                 raise transport_error(exc, config, method, url, reading=False) from exc
             if total_at < first_token_at:
                 raise timeout_error("total", config.total_timeout or 0.0, method, url) from exc
             raise timeout_error("first_token", config.first_token_timeout, method, url) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, config, method, url, reading=False) from exc
         exchange = Exchange(config, response, method, url, first_token_at, total_at)
         if response.status >= 300:
@@ -245,6 +248,8 @@ class LLMClient:
         """``session.request``, sent once more on a fresh connection when it met a kept-alive
         one that the server had already closed (llama-cpp-python closes one ~4 ms after an
         empty 200). The request never reached a live server then, so this is not a retry."""
+        import aiohttp
+
         for fresh in (False, True):
             reuse = _Reuse()
             try:
@@ -290,7 +295,7 @@ class LLMClient:
         try:
             async with session.get(url, allow_redirects=False) as response:
                 raw = await response.read()
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except transport_errors(TimeoutError) as exc:
             raise transport_error(exc, self._config, "GET", url, reading=False) from exc
         try:
             body = orjson.loads(raw)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -22,7 +21,7 @@ from llmtap._dialects import ServerKind, parse_error_object
 from llmtap._errors import LLMResponseError, LLMStreamError, LLMUsageError
 from llmtap._ndjson import NDJSONDecoder
 from llmtap._preflight import canonical_ollama_name, read_model_listing
-from llmtap._transport import excerpt, timeout_error, transport_error
+from llmtap._transport import excerpt, timeout_error, transport_error, transport_errors
 
 if TYPE_CHECKING:
     from llmtap._client import LLMClient
@@ -431,7 +430,7 @@ async def pull(
                 raise timeout_error(
                     "idle", config.idle_timeout, "POST", url, "run the same pull again to resume"
                 ) from exc
-            except (aiohttp.ClientError, OSError) as exc:
+            except transport_errors() as exc:
                 raise transport_error(exc, config, "POST", url, reading=True) from exc
             for line in decoder.feed(data) if data else decoder.close():
                 try:

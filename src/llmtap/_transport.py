@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import orjson
 
 from llmtap import _retry
@@ -27,6 +26,9 @@ from llmtap._errors import (
 from llmtap._ndjson import NDJSONDecoder
 from llmtap._sse import SSEDecoder
 
+if TYPE_CHECKING:
+    import aiohttp
+
 __all__ = ["Exchange", "request_id_of", "stream_error", "transport_error"]
 
 #: Most bytes of an error body read and parsed.
@@ -41,6 +43,14 @@ _DEADLINE_TEXT = {
     "idle": "The server went silent for longer than idle_timeout",
     "total": "The request took longer than total_timeout",
 }
+
+
+def transport_errors(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """The low-level exceptions a request or read can raise, aiohttp's and the OS's, and
+    ``also``. (aiohttp is imported on first use, not with llmtap; by then it is loaded.)"""
+    import aiohttp
+
+    return (aiohttp.ClientError, OSError, *also)
 
 
 def excerpt(data: bytes | str, limit: int = 200) -> str:
@@ -84,6 +94,8 @@ def transport_error(
         url: The request's URL.
         reading: Whether the response headers had arrived (the body was being read).
     """
+    import aiohttp
+
     if isinstance(exc, LLMError):
         return exc
     if isinstance(exc, aiohttp.SocketTimeoutError):  # a socket read timeout: server silence
@@ -273,7 +285,7 @@ class Exchange:
                             **self._error_fields(),
                         )
                     break
-        except (aiohttp.ClientError, OSError) as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, self.config, self.method, self.url, reading=True) from exc
         return bytes(body[:limit])
 
@@ -403,7 +415,7 @@ class Exchange:
         self.wait_since = self._loop.time()
         try:
             data = await self.response.content.readany()
-        except (aiohttp.ClientError, OSError) as exc:
+        except transport_errors() as exc:
             raise transport_error(exc, self.config, self.method, self.url, reading=True) from exc
         self.wait_since = None
         return data
@@ -497,7 +509,7 @@ class Exchange:
                 if not piece:
                     break
                 left -= len(piece)
-        except (aiohttp.ClientError, OSError, LLMError):
+        except transport_errors(LLMError):
             return  # close() follows
         if stream.at_eof() and self._handle is not None:
             self._handle.cancel()
