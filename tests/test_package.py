@@ -34,16 +34,16 @@ def test_import_has_no_side_effects() -> None:
     code = textwrap.dedent(
         """
         import logging, sys
-        import structlog
         import llmtap
-        assert logging.getLogger().handlers == [], logging.getLogger().handlers
-        assert logging.getLogger("llmtap").handlers == []
-        assert not structlog.is_configured()
         assert "llmtap.cli" not in sys.modules
         assert "llmtap.testing" not in sys.modules
         assert "typer" not in sys.modules
         assert "aiohttp" not in sys.modules  # loaded with the first session, not at import
         assert "structlog" not in sys.modules  # loaded with the first log event
+        import structlog
+        assert not structlog.is_configured()
+        assert logging.getLogger().handlers == [], logging.getLogger().handlers
+        assert logging.getLogger("llmtap").handlers == []
         print("clean")
         """
     )
