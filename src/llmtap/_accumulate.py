@@ -216,6 +216,19 @@ class Accumulator:
         'Hi'
     """
 
+    __slots__ = (
+        "_chunks",
+        "_finish_reason",
+        "_model",
+        "_native",
+        "_ollama_metrics",
+        "_reasoning",
+        "_text",
+        "_tool_state",
+        "_usage",
+        "_usage_key",
+    )
+
     def __init__(self, dialect: Literal["openai", "ollama"] = "openai") -> None:
         if dialect not in ("openai", "ollama"):
             raise ValueError(f"dialect must be 'openai' or 'ollama', not {dialect!r}")
@@ -223,7 +236,7 @@ class Accumulator:
         self._chunks = 0
         self._text: list[str] = []
         self._reasoning: list[str] = []
-        self._tools = _ToolCalls()
+        self._tool_state: _ToolCalls | None = None  # made when the first call arrives
         self._finish_reason: str | None = None
         self._usage: Usage | None = None
         self._usage_key: tuple[int | None, int | None, int | None] | None = None
@@ -240,7 +253,12 @@ class Accumulator:
     @property
     def tool_calls_started(self) -> bool:
         """Whether any tool call has begun."""
-        return bool(self._tools)
+        return self._tool_state is not None and bool(self._tool_state)
+
+    def _tools(self) -> _ToolCalls:
+        if self._tool_state is None:
+            self._tool_state = _ToolCalls()
+        return self._tool_state
 
     @property
     def finish_reason(self) -> str | None:
@@ -337,7 +355,7 @@ class Accumulator:
                 events.append(TextDelta(content))
             tool_calls = delta.get("tool_calls")
             if tool_calls:
-                add = self._tools.add
+                add = self._tools().add
                 for piece in tool_calls:
                     function = piece.get("function") or {}
                     event = add(
@@ -349,7 +367,7 @@ class Accumulator:
                     if event is not None:
                         events.append(event)
             elif function := delta.get("function_call"):  # legacy; ignored beside tool_calls
-                event = self._tools.add(0, None, function.get("name"), function.get("arguments"))
+                event = self._tools().add(0, None, function.get("name"), function.get("arguments"))
                 if event is not None:
                     events.append(event)
         reason = choice.get("finish_reason")
@@ -375,14 +393,14 @@ class Accumulator:
             # Native calls always arrive whole, so each named entry is a call of its own.
             for call in message.get("tool_calls") or ():
                 function = call.get("function") or {}
-                event = self._tools.add(
+                event = self._tools().add(
                     None, call.get("id"), function.get("name"), function.get("arguments")
                 )
                 if event is not None:
                     events.append(event)
         if chunk.get("done"):
             reason = chunk.get("done_reason") or "stop"
-            if reason == "stop" and self._tools:
+            if reason == "stop" and self.tool_calls_started:
                 reason = "tool_calls"
             self._finish(reason, events)
             metrics = self._ollama_metrics
@@ -403,7 +421,7 @@ class Accumulator:
         key = (prompt, completion, total)
         if key != self._usage_key:
             self._usage_key = key
-            self._usage = Usage(
+            self._usage = Usage.model_construct(
                 prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
             )
             events.append(UsageEvent(self._usage))
@@ -429,13 +447,16 @@ class Accumulator:
                 (usually because the answer was cut off).
         """
         text = "".join(self._text)
-        tool_calls = self._tools.build(self._finish_reason)
-        message = Message(
+        tool_calls = (
+            self._tool_state.build(self._finish_reason) if self._tool_state is not None else ()
+        )
+        # Built from values this class produced and checked: no validation pass needed.
+        message = Message.model_construct(
             role="assistant",
             content=None if not text and tool_calls else text,
             tool_calls=tool_calls or None,
         )
-        return ChatResult(
+        return ChatResult.model_construct(
             message=message,
             text=text,
             reasoning="".join(self._reasoning),

@@ -46,6 +46,16 @@ class ChatStream:
         >>> print(result.usage, result.timings)
     """
 
+    __slots__ = (
+        "_client",
+        "_delivered",
+        "_events",
+        "_exposed",
+        "_request",
+        "_result",
+        "_resume",
+    )
+
     def __init__(
         self,
         client: LLMClient,
