@@ -1,0 +1,370 @@
+"""The clients measured side by side, each behind the same three calls: open, run, close.
+
+Every ``run`` sends one streaming chat request and does the same small work per chunk: find
+the content delta, count it and add up its length. The harness checks both numbers against
+what the server sent, so a client that drops or repeats a chunk fails the run instead of
+looking fast. Libraries are imported in ``open``, so that a process measuring one client
+(the RSS scenario) loads only that client's library.
+
+Pool limits: every client may open 1,000 connections at once (llmtap's and openai-python's
+default; the httpx default of 100 is raised for ollama-python and the httpx loop), so that no
+client queues a scenario's streams. How many connections stay idle in the pool is left at each
+library's default (httpx keeps 20, openai-python 100, aiohttp all) except where a scenario
+needs a full pool (``keep_idle=True``: every client keeps up to 1,000 idle connections).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from benchmarks._wire import MESSAGES, MODEL, Spec
+
+__all__ = ["CLIENTS", "Adapter", "Outcome", "make_adapter"]
+
+_POOL = 1000
+_HTTPX_DEFAULT_IDLE = 20  # httpx.AsyncClient's default max_keepalive_connections
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one request delivered.
+
+    Attributes:
+        chunks: Content chunks seen (``-1`` where the client shows only the whole answer).
+        chars: Characters of text received.
+        first_at: ``time.perf_counter()`` when the first content chunk arrived (``0.0`` where
+            the client does not show chunks).
+    """
+
+    chunks: int
+    chars: int
+    first_at: float
+
+
+class Adapter:
+    """One client under test."""
+
+    name: ClassVar[str]
+    #: What the row is, for the table.
+    label: ClassVar[str]
+    #: ``True`` where the client shows chunks as they arrive (time to first chunk applies).
+    streams_chunks: ClassVar[bool] = True
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        """Build the client for the server at ``url`` (``http://host:port``).
+
+        Args:
+            url: The server.
+            keep_idle: Keep up to 1,000 idle connections in the pool, whatever the library's
+                default.
+        """
+        raise NotImplementedError
+
+    async def run(self, spec: Spec) -> Outcome:
+        """Send one streaming request asking for ``spec`` and read the whole answer."""
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the client and its connections."""
+        raise NotImplementedError
+
+
+def _body(spec: Spec) -> dict[str, Any]:
+    return {"model": MODEL, "messages": MESSAGES, "stream": True, "bench": spec.body()}
+
+
+class LLMTapStreamChat(Adapter):
+    """llmtap's raw chunk dicts."""
+
+    name = "llmtap.stream_chat"
+    label = "llmtap stream_chat (raw chunk dicts)"
+    api = "openai"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        from llmtap import LLMClient, LLMConfig
+
+        self.client = LLMClient(LLMConfig(endpoint=url, model=MODEL, api=self.api))
+
+    async def run(self, spec: Spec) -> Outcome:
+        count = chars = 0
+        first_at = 0.0
+        async for chunk in self.client.stream_chat(MESSAGES, bench=spec.body()):
+            choices = chunk["choices"]
+            if choices:
+                content = choices[0]["delta"].get("content")
+                if content:
+                    if not count:
+                        first_at = time.perf_counter()
+                    count += 1
+                    chars += len(content)
+        return Outcome(count, chars, first_at)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class LLMTapNative(LLMTapStreamChat):
+    """llmtap's raw chunk dicts from Ollama's native NDJSON route."""
+
+    name = "llmtap.stream_chat[ndjson]"
+    label = "llmtap stream_chat, Ollama native NDJSON"
+    api = "ollama"
+
+    async def run(self, spec: Spec) -> Outcome:
+        count = chars = 0
+        first_at = 0.0
+        async for chunk in self.client.stream_chat(MESSAGES, bench=spec.body()):
+            content = chunk["message"]["content"]
+            if content:
+                if not count:
+                    first_at = time.perf_counter()
+                count += 1
+                chars += len(content)
+        return Outcome(count, chars, first_at)
+
+
+class LLMTapStream(LLMTapStreamChat):
+    """llmtap's typed events, accumulated into a ChatResult."""
+
+    name = "llmtap.stream"
+    label = "llmtap stream() typed events + result()"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        from llmtap import TextDelta
+
+        self.text_delta = TextDelta
+        await super().open(url, keep_idle=keep_idle)
+
+    async def run(self, spec: Spec) -> Outcome:
+        text_delta = self.text_delta
+        count = chars = 0
+        first_at = 0.0
+        async with self.client.stream(MESSAGES, bench=spec.body()) as stream:
+            async for event in stream:
+                if type(event) is text_delta:
+                    if not count:
+                        first_at = time.perf_counter()
+                    count += 1
+                    chars += len(event.text)
+            result = await stream.result()
+        if len(result.text) != chars:
+            raise AssertionError(f"result() has {len(result.text)} characters, events {chars}")
+        return Outcome(count, chars, first_at)
+
+
+class LLMTapChat(LLMTapStreamChat):
+    """llmtap's accumulated answer."""
+
+    name = "llmtap.chat"
+    label = "llmtap chat() (accumulated ChatResult)"
+    streams_chunks = False
+
+    async def run(self, spec: Spec) -> Outcome:
+        result = await self.client.chat(MESSAGES, bench=spec.body())
+        return Outcome(-1, len(result.text), 0.0)
+
+
+class OpenAIClient(Adapter):
+    """openai-python's AsyncOpenAI, streaming."""
+
+    name = "openai"
+    label = "openai-python AsyncOpenAI (stream=True)"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        import httpx2
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
+        from openai.types.chat import ChatCompletionMessageParam
+
+        http_client = None
+        if keep_idle:
+            limits = httpx2.Limits(max_connections=_POOL, max_keepalive_connections=_POOL)
+            http_client = DefaultAsyncHttpxClient(limits=limits)
+        self.client = AsyncOpenAI(
+            base_url=url + "/v1", api_key="bench", max_retries=0, http_client=http_client
+        )
+        self.messages: list[ChatCompletionMessageParam] = [
+            {"role": "user", "content": MESSAGES[0]["content"]}
+        ]
+
+    async def run(self, spec: Spec) -> Outcome:
+        count = chars = 0
+        first_at = 0.0
+        stream = await self.client.chat.completions.create(
+            model=MODEL,
+            messages=self.messages,
+            stream=True,
+            extra_body={"bench": spec.body()},
+        )
+        async for chunk in stream:
+            if chunk.choices:
+                content = chunk.choices[0].delta.content
+                if content:
+                    if not count:
+                        first_at = time.perf_counter()
+                    count += 1
+                    chars += len(content)
+        return Outcome(count, chars, first_at)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+class OllamaClient(Adapter):
+    """ollama-python's AsyncClient on Ollama's native NDJSON route."""
+
+    name = "ollama"
+    label = "ollama-python AsyncClient (native NDJSON)"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        import httpx
+        from ollama import AsyncClient
+
+        idle = _POOL if keep_idle else _HTTPX_DEFAULT_IDLE
+        limits = httpx.Limits(max_connections=_POOL, max_keepalive_connections=idle)
+        self.client = AsyncClient(host=url, limits=limits)
+
+    async def run(self, spec: Spec) -> Outcome:
+        count = chars = 0
+        first_at = 0.0
+        parts = await self.client.chat(
+            model=MODEL, messages=MESSAGES, stream=True, options={"bench": spec.body()}
+        )
+        async for part in parts:
+            content = part.message.content
+            if content:
+                if not count:
+                    first_at = time.perf_counter()
+                count += 1
+                chars += len(content)
+        return Outcome(count, chars, first_at)
+
+    async def close(self) -> None:
+        await self.client.close()  # type: ignore[no-untyped-call]
+
+
+class HttpxLines(Adapter):
+    """A plain httpx loop: ``aiter_lines`` and ``json.loads`` (the design sketch)."""
+
+    name = "httpx"
+    label = "httpx aiter_lines + json.loads loop"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        import httpx
+
+        idle = _POOL if keep_idle else _HTTPX_DEFAULT_IDLE
+        limits = httpx.Limits(max_connections=_POOL, max_keepalive_connections=idle)
+        self.client = httpx.AsyncClient(limits=limits, timeout=None)
+        self.url = url + "/v1/chat/completions"
+
+    async def run(self, spec: Spec) -> Outcome:
+        count = chars = 0
+        first_at = 0.0
+        loads = json.loads
+        async with self.client.stream("POST", self.url, json=_body(spec)) as response:
+            if response.status_code != 200:
+                raise RuntimeError(f"status {response.status_code}")
+            # Read to the end (not break at [DONE]) so that the connection goes back to the pool.
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and line != "data: [DONE]":
+                    choices = loads(line[6:])["choices"]
+                    if choices:
+                        content = choices[0]["delta"].get("content")
+                        if content:
+                            if not count:
+                                first_at = time.perf_counter()
+                            count += 1
+                            chars += len(content)
+        return Outcome(count, chars, first_at)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class AiohttpLines(Adapter):
+    """Reference: a bare aiohttp loop, ``resp.content`` lines and ``orjson.loads``."""
+
+    name = "aiohttp"
+    label = "aiohttp line loop + orjson (reference)"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=_POOL))
+        self.url = url + "/v1/chat/completions"
+        self.headers = {"Content-Type": "application/json"}
+
+    async def run(self, spec: Spec) -> Outcome:
+        import orjson
+
+        count = chars = 0
+        first_at = 0.0
+        loads = orjson.loads
+        body = orjson.dumps(_body(spec))
+        async with self.session.post(self.url, data=body, headers=self.headers) as response:
+            if response.status != 200:
+                raise RuntimeError(f"status {response.status}")
+            async for line in response.content:
+                if line.startswith(b"data: ") and not line.startswith(b"data: [DONE]"):
+                    choices = loads(line[6:])["choices"]
+                    if choices:
+                        content = choices[0]["delta"].get("content")
+                        if content:
+                            if not count:
+                                first_at = time.perf_counter()
+                            count += 1
+                            chars += len(content)
+        return Outcome(count, chars, first_at)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
+class Floor(Adapter):
+    """Reference: a bare asyncio Protocol (see :mod:`benchmarks.floor`)."""
+
+    name = "floor"
+    label = "floor: asyncio Protocol + de-chunk + SSE split + orjson"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        from benchmarks.floor import FloorClient
+
+        parts = urlsplit(url)
+        assert parts.hostname is not None
+        assert parts.port is not None
+        self.client = FloorClient(parts.hostname, parts.port)
+
+    async def run(self, spec: Spec) -> Outcome:
+        count, chars, first_at = await self.client.post(_body(spec))
+        return Outcome(count, chars, first_at)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+#: Every client, in table order.
+CLIENTS: dict[str, type[Adapter]] = {
+    cls.name: cls
+    for cls in (
+        LLMTapStreamChat,
+        LLMTapStream,
+        LLMTapChat,
+        LLMTapNative,
+        OpenAIClient,
+        OllamaClient,
+        HttpxLines,
+        AiohttpLines,
+        Floor,
+    )
+}
+
+
+def make_adapter(name: str) -> Adapter:
+    """A new, unopened adapter for the client called ``name``."""
+    try:
+        return CLIENTS[name]()
+    except KeyError:
+        raise SystemExit(f"unknown client {name!r}; choose from {', '.join(CLIENTS)}") from None

@@ -1,0 +1,254 @@
+"""Tables, ratios and the targets, from the results the harness collected.
+
+Tables are pipe tables: readable in a terminal and pasted as is into Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["render", "summary_table", "targets"]
+
+BASE = "llmtap.stream_chat"
+FLOOR = "floor"
+_CPU_SCENARIOS = ("one_stream", "streams_200", "streams_1000", "paced_200", "idle_pool")
+_SUMMARY = (
+    ("one_stream", "one stream µs/chunk"),
+    ("streams_200", "{streams:,} streams µs/chunk"),
+    ("streams_1000", "{streams:,} streams µs/chunk"),
+    ("paced_200", "{streams:,} paced streams µs/chunk"),
+    ("idle_pool", "ms/request, {pool} idle conns"),
+    ("ttfc", "first chunk µs"),
+    ("rss", "RSS KiB/stream"),
+)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = (
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + (":" if i else "-")) for i, w in enumerate(widths))
+    return "\n".join([line(headers), rule + "|", *(line(r) for r in rows)])
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}g}"
+
+
+def _value(results: dict[str, Any], scenario: str, client: str) -> float | None:
+    entry = results["scenarios"].get(scenario)
+    if entry is None:
+        return None
+    figures = entry["clients"].get(client)
+    if not figures or figures.get("errors"):
+        return None
+    value = figures.get(entry["metric"])
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Every client against every scenario's main figure."""
+    scenarios = results["scenarios"]
+    columns = [(k, t.format(**scenarios[k]["sizes"])) for k, t in _SUMMARY if k in scenarios]
+    clients: list[str] = []
+    for key, _ in columns:
+        for name in results["scenarios"][key]["clients"]:
+            if name not in clients:
+                clients.append(name)
+    rows = []
+    for name in clients:
+        cells = [name]
+        for key, _ in columns:
+            figures = results["scenarios"][key]["clients"].get(name)
+            if figures is not None and figures.get("errors"):
+                cells.append(f"{figures['errors']} errors")
+            else:
+                cells.append(_num(_value(results, key, name)))
+        rows.append(cells)
+    return _table(["client", *(t for _, t in columns)], rows)
+
+
+def _scenario_table(name: str, entry: dict[str, Any], results: dict[str, Any]) -> str:
+    unit = entry["unit"]
+    base_name = "llmtap" if name == "import" else BASE
+    reference = "openai" if name == "import" else FLOOR
+    first: dict[str, Any] = next(iter(entry["clients"].values()), {})
+    rate = next((k for k in ("chunks_per_s", "requests_per_s") if k in first), "")
+    rows = []
+    for client, figures in entry["clients"].items():
+        value = _value(results, name, client)
+        row = [
+            client,
+            _num(value),
+            _num(_ratio(value, _value(results, name, base_name)), 3),
+            _num(_ratio(value, _value(results, name, reference)), 3),
+        ]
+        if rate:
+            row.append(_num(figures.get(rate)))
+        if "connections_opened" in figures:
+            row.append(str(figures["connections_opened"]))
+        row.append(str(figures.get("errors", 0)))
+        rows.append(row)
+    headers = ["client", unit, f"× {base_name}", f"× {reference}"]
+    if rate:
+        headers.append(rate.replace("_per_s", "/s"))
+    if any("connections_opened" in f for f in entry["clients"].values()):
+        headers.append("conns opened")
+    headers.append("errors")
+    lines = [f"## {name}: {entry['title']} ({entry['seconds']} s)", _table(headers, rows)]
+    errors = [(c, f["first_error"]) for c, f in entry["clients"].items() if f.get("first_error")]
+    lines.extend(f"  {client}: first error: {error}" for client, error in errors)
+    short = [c for c, f in entry["clients"].items() if f.get("held_all_connections") is False]
+    if short:
+        lines.append(
+            f"  could not hold {entry['sizes'].get('streams') or entry['sizes'].get('pool')} "
+            f"connections open at once (pool limit): {', '.join(short)}"
+        )
+    shares = [f["server_cpu_share"] for f in entry["clients"].values() if "server_cpu_share" in f]
+    if shares:
+        lines.append(f"  server process CPU: at most {max(shares):.0%} of one core")
+    return "\n".join(lines)
+
+
+def _target(label: str, figure: float | None, limit: float, detail: str = "") -> dict[str, Any]:
+    return {
+        "target": label,
+        "figure": None if figure is None else round(figure, 3),
+        "limit": limit,
+        "met": None if figure is None else figure <= limit,
+        "detail": detail,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The lead's targets, each with its figure from this run and whether it is met."""
+
+    def v(scenario: str, client: str) -> float | None:
+        return _value(results, scenario, client)
+
+    out = [
+        _target(
+            "stream_chat, one stream: CPU/chunk ≤ 3× the floor",
+            _ratio(v("one_stream", BASE), v("one_stream", FLOOR)),
+            3.0,
+        ),
+        _target(
+            "stream_chat, one stream: CPU/chunk ≤ 1/10 of openai-python",
+            _ratio(v("one_stream", BASE), v("one_stream", "openai")),
+            0.1,
+        ),
+        _target(
+            "stream_chat, 200 paced streams: CPU/chunk ≤ 2.5× the floor",
+            _ratio(v("paced_200", BASE), v("paced_200", FLOOR)),
+            2.5,
+        ),
+        _target(
+            "stream_chat, 200 paced streams: CPU/chunk ≤ 1/4 of openai-python",
+            _ratio(v("paced_200", BASE), v("paced_200", "openai")),
+            0.25,
+        ),
+    ]
+    for typed in ("llmtap.stream", "llmtap.chat"):
+        for scenario in _CPU_SCENARIOS:
+            out.append(
+                _target(
+                    f"{typed} ≤ 1.3× stream_chat ({scenario})",
+                    _ratio(v(scenario, typed), v(scenario, BASE)),
+                    1.3,
+                )
+            )
+    out.append(
+        _target(
+            "stream_chat CPU/request with 200 idle connections ≤ 1.5× the bare aiohttp loop",
+            _ratio(v("idle_pool", BASE), v("idle_pool", "aiohttp")),
+            1.5,
+        )
+    )
+    # Every client, the floor included, costs ~10-20% more per request with 200 idle
+    # connections than with 1 (a bigger process); growth is judged against the bare loop's.
+    growth = _ratio(v("idle_pool", BASE), v("idle_pool_1", BASE))
+    reference_growth = _ratio(v("idle_pool", "aiohttp"), v("idle_pool_1", "aiohttp"))
+    out.append(
+        _target(
+            "stream_chat CPU/request: no growth with pool size (its growth from 1 to 200 idle "
+            "connections ÷ the bare aiohttp loop's ≤ 1.1)",
+            _ratio(growth, reference_growth),
+            1.1,
+            f"stream_chat grows ×{_num(growth)}, aiohttp ×{_num(reference_growth)}",
+        )
+    )
+    thousand = results["scenarios"].get("streams_1000")
+    if thousand is not None:
+        for name, figures in thousand["clients"].items():
+            if name.startswith("llmtap"):
+                errors = figures.get("errors", 0)
+                out.append(
+                    _target(
+                        f"{name}: {thousand['sizes']['streams']:,} concurrent streams complete "
+                        "with no error",
+                        float(errors),
+                        0.0,
+                        figures.get("first_error") or "",
+                    )
+                )
+    else:
+        out.append(_target("1,000 concurrent streams complete with no error", None, 0.0))
+    out.append(
+        _target(
+            "import llmtap ≤ 1/2 of import openai",
+            _ratio(v("import", "llmtap"), v("import", "openai")),
+            0.5,
+        )
+    )
+    return out
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole report as text."""
+    m = results["machine"]
+    lines = [
+        "# llmtap benchmarks",
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['python']}, {m['platform']}",
+        f"load average at start: {m['load_average_at_start']}; {m['event_loop']}",
+        "versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"command: {results['command']}",
+        "CPU figures are client-process CPU (time.process_time) per content chunk or per",
+        "request, medians over interleaved rounds; the server runs in another process.",
+        "",
+        summary_table(results),
+        "",
+    ]
+    for name, entry in results["scenarios"].items():
+        lines += [_scenario_table(name, entry, results), ""]
+    lines.append("## targets")
+    unmeasured = 0
+    for target in results["targets"]:
+        if target["met"] is None:
+            unmeasured += 1
+            continue
+        state = "MET  " if target["met"] else "UNMET"
+        lines.append(
+            f"{state} {target['target']}: {target['figure']:g} (limit {target['limit']:g})"
+        )
+    if unmeasured:
+        lines.append(f"({unmeasured} targets need scenarios this run left out)")
+    lines.append(f"\ntotal time: {results['seconds']} s")
+    return "\n".join(lines)
