@@ -191,6 +191,11 @@ def _decode_arguments(name: str, text: str, finish_reason: str | None) -> dict[s
     return value
 
 
+def _expect_str(field: str, value: object) -> None:
+    if type(value) is not str:
+        raise TypeError(f"{field} is a {type(value).__name__}, not a string")
+
+
 def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -291,8 +296,18 @@ class Accumulator:
         """Take one decoded chunk; return the events it produced, in order.
 
         Raises:
-            LLMStreamError: The chunk is a server error object.
+            LLMStreamError: The chunk is a server error object, or not shaped as a chunk of
+                this dialect (``"choices": 5``, a number as ``content``, ...).
         """
+        try:
+            return self._feed(chunk)
+        except (AttributeError, TypeError, KeyError, IndexError) as exc:
+            raise LLMStreamError(
+                f"The server sent a chunk of an unexpected shape ({exc}): "
+                f"{_excerpt(orjson.dumps(chunk, default=repr).decode())!r}"
+            ) from None
+
+    def _feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
         self._chunks += 1
         if chunk.get("error") is not None:
             detail = _excerpt(orjson.dumps(chunk["error"], default=repr).decode())
@@ -344,13 +359,16 @@ class Accumulator:
             reasoning = delta.get("reasoning")
             other = delta.get("reasoning_content")
             if reasoning:
+                _expect_str("reasoning", reasoning)
                 self._reasoning.append(reasoning)
                 events.append(ReasoningDelta(reasoning))
             if other and other != reasoning:
+                _expect_str("reasoning_content", other)
                 self._reasoning.append(other)
                 events.append(ReasoningDelta(other))
             content = delta.get("content")
             if content:
+                _expect_str("content", content)
                 self._text.append(content)
                 events.append(TextDelta(content))
             tool_calls = delta.get("tool_calls")
@@ -372,6 +390,7 @@ class Accumulator:
                     events.append(event)
         reason = choice.get("finish_reason")
         if reason:
+            _expect_str("finish_reason", reason)
             self._finish(reason, events)
 
     def _finish(self, reason: str, events: list[StreamEvent]) -> None:
@@ -384,10 +403,12 @@ class Accumulator:
         if message:
             thinking = message.get("thinking")
             if thinking:
+                _expect_str("thinking", thinking)
                 self._reasoning.append(thinking)
                 events.append(ReasoningDelta(thinking))
             content = message.get("content")
             if content:
+                _expect_str("content", content)
                 self._text.append(content)
                 events.append(TextDelta(content))
             # Native calls always arrive whole, so each named entry is a call of its own.
@@ -400,6 +421,7 @@ class Accumulator:
                     events.append(event)
         if chunk.get("done"):
             reason = chunk.get("done_reason") or "stop"
+            _expect_str("done_reason", reason)
             if reason == "stop" and self.tool_calls_started:
                 reason = "tool_calls"
             self._finish(reason, events)

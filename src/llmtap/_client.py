@@ -27,6 +27,8 @@ from llmtap._errors import (
     LLMResponseError,
     LLMStreamInterrupted,
     LLMUsageError,
+    register_secret,
+    scrub,
 )
 from llmtap._log import get_logger
 from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
@@ -112,6 +114,8 @@ class LLMClient:
         elif overrides:
             raise TypeError("pass either an LLMConfig or keyword overrides, not both")
         self._config = config
+        if config.api_key is not None:
+            register_secret(config.api_key.get_secret_value())
         self._model = config.model
         self._server: ServerKind | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -120,7 +124,7 @@ class LLMClient:
         self._no_stream_options: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"LLMClient(endpoint={self._config.endpoint!r}, model={self._model!r})"
+        return f"LLMClient(endpoint={scrub(self._config.endpoint)!r}, model={self._model!r})"
 
     @property
     def config(self) -> LLMConfig:
@@ -282,12 +286,24 @@ class LLMClient:
     async def _get_json(self, url: str) -> tuple[int, Any, Mapping[str, str]]:
         """``GET url``: status, parsed JSON (``None`` if the body is not JSON), headers.
 
-        Used by preflight and listing calls; statuses are returned, not raised.
+        Used by preflight and listing calls; statuses are returned, not raised. A body
+        larger than ``max_line_bytes`` raises ``LLMResponseError`` without being read whole.
         """
         session = self._get_session()
+        limit = self._config.max_line_bytes
         try:
             async with session.get(url, allow_redirects=False) as response:
-                raw = await response.read()
+                raw = bytearray()
+                while piece := await response.content.readany():
+                    raw += piece
+                    if len(raw) > limit:
+                        raise LLMResponseError(
+                            f"{url} answered with more than max_line_bytes ({limit} bytes); "
+                            "is this an LLM API?",
+                            response.status,
+                            method="GET",
+                            url=url,
+                        )
         except transport_errors(TimeoutError) as exc:
             raise transport_error(exc, self._config, "GET", url, reading=False) from exc
         try:
@@ -861,13 +877,19 @@ class Retries:
 
 
 def _chunk_text(chunk: dict[str, Any]) -> str | None:
-    """The text content a raw chunk carries (OpenAI-style or Ollama native)."""
-    choices = chunk.get("choices")
-    if choices:
-        delta = choices[0].get("delta")
-        return delta.get("content") if delta else None
-    message = chunk.get("message")
-    return message.get("content") if isinstance(message, dict) else None
+    """The text content a raw chunk carries (OpenAI-style or Ollama native); ``None`` when
+    it carries none, or carries something other than text where text belongs."""
+    try:
+        choices = chunk.get("choices")
+        if choices:
+            delta = choices[0].get("delta")
+            content = delta.get("content") if delta else None
+        else:
+            message = chunk.get("message")
+            content = message.get("content") if isinstance(message, dict) else None
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return None
+    return content if type(content) is str else None
 
 
 def _tool_schema(tool: Any) -> Mapping[str, Any]:

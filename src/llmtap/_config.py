@@ -27,6 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from llmtap._errors import scrub
+
 __all__ = [
     "ConfigFileError",
     "LLMConfig",
@@ -271,13 +273,21 @@ class LLMConfig(BaseSettings):
             raise ValueError(f"verify names a CA bundle that is not a file: {value!r}")
         return value
 
+    @field_serializer("endpoint")
+    def _dump_endpoint(self, endpoint: str) -> str:
+        return scrub(endpoint)
+
     @field_serializer("headers")
     def _dump_headers(self, headers: dict[str, str]) -> dict[str, str]:
         return redact_headers(headers)
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():
-            yield name, redact_headers(value) if name == "headers" else value
+            if name == "headers":
+                value = redact_headers(value)
+            elif name == "endpoint":
+                value = scrub(value)
+            yield name, value
 
     # --- derived URLs -------------------------------------------------------------------
 

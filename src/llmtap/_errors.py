@@ -26,6 +26,7 @@ the key only ever travels in a request header, and URLs are shown without their 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +49,30 @@ __all__ = [
 
 #: Longest server message kept on an error, in characters.
 MAX_SERVER_MESSAGE = 2048
+
+#: The API keys of the clients made in this process: masked wherever they would show.
+_SECRETS: set[str] = set()
+_PASSWORD_IN_URL = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^@\s/]*@")
+
+
+def register_secret(value: str) -> None:
+    """Remember ``value`` (an API key) so that :func:`scrub` masks it from now on."""
+    if len(value) >= 8:  # masking a short string would garble ordinary text
+        _SECRETS.add(value)
+
+
+def scrub(text: str) -> str:
+    """``text`` with URL passwords and known API keys replaced by ``***``.
+
+    Applied to every error message and log field: a server that echoes the key in its error,
+    or an endpoint URL with a password in it, must not carry the secret into a traceback.
+    """
+    if "@" in text:
+        text = _PASSWORD_IN_URL.sub(r"\g<head>:***@", text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
 
 
 def redact_url(url: str) -> str:
@@ -85,6 +110,7 @@ class LLMError(Exception):
         url: str | None = None,
         request_id: str | None = None,
     ) -> None:
+        message = scrub(message)
         super().__init__(message)
         self.message = message
         self.method = method
@@ -173,8 +199,10 @@ class LLMResponseError(LLMError):
         super().__init__(message, method=method, url=url, request_id=request_id)
         self.status_code = status_code
         self.should_retry = should_retry
-        if server_message is not None and len(server_message) > MAX_SERVER_MESSAGE:
-            server_message = server_message[:MAX_SERVER_MESSAGE] + "…"
+        if server_message is not None:
+            server_message = scrub(server_message)
+            if len(server_message) > MAX_SERVER_MESSAGE:
+                server_message = server_message[:MAX_SERVER_MESSAGE] + "…"
         self.server_message = server_message
         self.error_type = error_type
         self.error_code = error_code

@@ -12,6 +12,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from llmtap._config import SECRET_HEADERS
+from llmtap._errors import scrub
 
 __all__ = ["get_logger"]
 
@@ -19,6 +20,8 @@ _SECRET_KEYS = SECRET_HEADERS | {"api_key", "password", "token", "secret"}
 
 
 def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
     if isinstance(value, Mapping):
         return {
             key: "***" if str(key).lower() in _SECRET_KEYS else _redact(item)

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict
 from llmtap import _retry
 from llmtap._config import LLMConfig
 from llmtap._dialects import ServerKind, parse_error_object
-from llmtap._errors import LLMResponseError, LLMTimeoutError, LLMUsageError
+from llmtap._errors import (
+    LLMRateLimitError,
+    LLMResponseError,
+    LLMTimeoutError,
+    LLMUsageError,
+    scrub,
+)
 
 __all__ = [
     "PreflightReport",
@@ -168,7 +174,7 @@ async def run_preflight(config: LLMConfig, model: str, get_json: GetJson) -> Pre
         model=resolved,
         latency=time.monotonic() - started,
         warnings=tuple(warnings),
-        endpoint=config.endpoint,
+        endpoint=scrub(config.endpoint),
     )
 
 
@@ -194,12 +200,25 @@ class _Preflight:
     def _raise_for_refusal(
         self, status: int, body: Any, headers: Mapping[str, str], url: str
     ) -> None:
-        """Auth refusals and llama.cpp's loading answer end preflight on any route."""
-        if status not in (401, 403, 503):
+        """Auth refusals, rate limits, redirects and llama.cpp's loading answer end preflight
+        on any route; so does an error object in a 200."""
+        error_in_200 = status == 200 and isinstance(body, dict) and body.get("error") is not None
+        if status not in (401, 403, 429, 503) and not 300 <= status < 400 and not error_in_200:
             return
         info = parse_error_object(body) if body is not None else None
         server_message = info.message if info else None
-        if status == 503:
+        cls = LLMRateLimitError if status == 429 else LLMResponseError
+        if error_in_200:
+            message = f"The server answered with an error: {server_message}"
+        elif 300 <= status < 400:
+            message = (
+                f"The server redirected to {headers.get('Location', '(no Location header)')}; "
+                "llmtap does not follow redirects (they could carry the API key to another "
+                "host). Set endpoint to the new URL"
+            )
+        elif status == 429:
+            message = f"The server is rate-limiting requests (429): {server_message}"
+        elif status == 503:
             loading = server_message is not None and "loading" in server_message.lower()
             endpoint = self.config.endpoint
             message = (
@@ -214,7 +233,7 @@ class _Preflight:
                 f"{': ' + server_message if server_message else ''}). "
                 "Set LLMTAP_API_KEY (or api_key=) to a valid key"
             )
-        raise LLMResponseError(
+        raise cls(
             message,
             status,
             server_message=server_message,

@@ -456,8 +456,11 @@ class Exchange:
                     return
                 chunk = parse(raw)
                 choices = chunk.get("choices")
-                if choices and choices[0].get("finish_reason"):
-                    finished = True
+                if choices:
+                    try:
+                        finished = finished or bool(choices[0].get("finish_reason"))
+                    except (AttributeError, TypeError, KeyError, IndexError):
+                        raise self._unexpected_shape(raw) from None
                 if not chunks:
                     self._first_chunk()
                 chunks += 1
@@ -485,6 +488,12 @@ class Exchange:
             if not data:
                 break
         raise self._cut_short("no line with done: true", chunks)
+
+    def _unexpected_shape(self, raw: bytes) -> LLMStreamError:
+        return LLMStreamError(
+            f"The server sent a chunk of an unexpected shape: {excerpt(raw)}",
+            **self._error_fields(),
+        )
 
     def _cut_short(self, what: str, chunks: int) -> LLMStreamError:
         if chunks == 0:
