@@ -33,7 +33,7 @@ from llmtap._errors import (
 from llmtap._log import get_logger
 from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
 from llmtap._results import ChatResult, Timings
-from llmtap._stream import ChatStream
+from llmtap._stream import ChatStream, ClientStream
 from llmtap._transport import Exchange, timeout_error, transport_error, transport_errors
 
 if TYPE_CHECKING:
@@ -509,7 +509,7 @@ class LLMClient:
             **params: Passed through into the request body.
         """
         request = self._request(messages, tools, params, stream=True)
-        return ChatStream(self, request, resume=resume)
+        return ClientStream(self, request, resume=resume)
 
     async def chat(
         self,
@@ -536,7 +536,7 @@ class LLMClient:
         """
         if stream:
             request = self._request(messages, tools, params, stream=True)
-            return await ChatStream(self, request, resume=resume, exposed=False).result()
+            return await ClientStream(self, request, resume=resume, exposed=False).result()
         request = self._request(messages, tools, params, stream=False)
         loop = asyncio.get_running_loop()
         retries = self._retries(request.url, total_at=self._total_deadline())

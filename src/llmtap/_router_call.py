@@ -22,9 +22,9 @@ from llmtap._client import _chunk_text, _read_embeddings
 from llmtap._dialects import Dialect, MessageLike
 from llmtap._errors import LLMError, LLMResponseError, LLMStreamInterrupted
 from llmtap._log import get_logger
-from llmtap._results import ChatResult, FinishEvent, StreamEvent, UsageEvent
+from llmtap._results import ChatResult, StreamEvent
 from llmtap._router_endpoint import Endpoint, RetryBudget, model_gone
-from llmtap._stream import RESUMABLE_SERVERS, ChatStream
+from llmtap._stream import RESUMABLE_SERVERS, ChatStream, Progress
 
 if TYPE_CHECKING:
     from llmtap._client import ChatRequest
@@ -187,17 +187,11 @@ class RouterStream(ChatStream):
         resume: bool = False,
         exposed: bool = True,
     ) -> None:
-        # Not ChatStream.__init__: there is no single client or request here. Iteration,
-        # text(), result() and aclose() of the base class use only the state set below.
+        super().__init__(resume=resume, exposed=exposed)
         self._new_call = new_call
         self._messages = messages
         self._tools = tools
         self._params = params
-        self._resume = resume
-        self._exposed = exposed
-        self._events: AsyncGenerator[StreamEvent, None] | None = None
-        self._result: ChatResult | None = None
-        self._delivered = 0
         self._endpoint: str | None = None
 
     @property
@@ -206,13 +200,10 @@ class RouterStream(ChatStream):
         return self._endpoint
 
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         call = self._new_call()
-        accumulator = Accumulator()
+        progress = Progress(Accumulator())
         dialect: Dialect = "openai"
-        first_at: float | None = None
-        sample: dict[str, Any] | None = None  # a chunk that may tell which server answered
         broken: LLMError | None = None  # set while a broken answer is being continued
         while True:
             try:
@@ -221,7 +212,7 @@ class RouterStream(ChatStream):
                 if broken is None:
                     raise
                 raise LLMStreamInterrupted.after(
-                    broken, accumulator.text, self._delivered
+                    broken, progress.accumulator.text, self._delivered
                 ) from broken
             client = endpoint.client
             request = call.request(endpoint, self._messages, self._tools, self._params, stream=True)
@@ -230,31 +221,21 @@ class RouterStream(ChatStream):
                 if kind not in RESUMABLE_SERVERS or request.dialect != dialect:
                     call.unused(endpoint)
                     raise LLMStreamInterrupted.after(
-                        broken, accumulator.text, self._delivered
+                        broken, progress.accumulator.text, self._delivered
                     ) from broken
-                request = request.continuation(accumulator.text, kind)
+                request = request.continuation(progress.accumulator.text, kind)
             else:
-                accumulator, dialect = Accumulator(request.dialect), request.dialect
-                first_at = sample = None
+                progress, dialect = Progress(Accumulator(request.dialect)), request.dialect
             broken = None
             self._endpoint = endpoint.name
             try:
                 with call.attempt(endpoint) as attempt:
-                    async with aclosing(client._attempt(request, call.deadline)) as chunks:
-                        async for chunk in chunks:
-                            if sample is None:
-                                sample = chunk
-                            for event in accumulator.feed(chunk):
-                                if not isinstance(event, UsageEvent | FinishEvent):
-                                    now = loop.time()
-                                    attempt.output(now)
-                                    first_at = now if first_at is None else first_at
-                                elif type(event) is FinishEvent:
-                                    sample = chunk  # llama.cpp and vLLM mark their finish chunks
-                                self._delivered += 1
-                                yield event
+                    pump = self._pump(client, request, call.deadline, progress, attempt.output)
+                    async for event in pump:
+                        yield event
                 break
             except LLMError as error:
+                accumulator = progress.accumulator
                 if self._delivered:
                     if (
                         self._resume
@@ -275,7 +256,9 @@ class RouterStream(ChatStream):
                     continue
                 if not call.may_retry(error, endpoint):
                     raise
-        self._result = await client._finish(accumulator, request, started, first_at, sample)
+        self._result = await client._finish(
+            progress.accumulator, request, started, progress.first_at, progress.sample
+        )
 
 
 async def routed_chunks(

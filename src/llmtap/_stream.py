@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
     from llmtap._client import ChatRequest, LLMClient
 
-__all__ = ["ChatStream"]
+__all__ = ["ChatStream", "ClientStream", "Progress"]
 
 _log = get_logger()
 
@@ -28,7 +28,7 @@ RESUMABLE_SERVERS = frozenset({"ollama", "llama.cpp", "vllm"})
 
 
 class ChatStream:
-    """One streaming answer. Get it from :meth:`LLMClient.stream`.
+    """One streaming answer. Get it from :meth:`LLMClient.stream` (or ``Router.stream``).
 
     Iterate it once for typed events (``TextDelta``, ``ReasoningDelta``, ``ToolCallDelta``,
     ``UsageEvent``, ``FinishEvent``), or iterate :meth:`text` for the text alone; then
@@ -46,26 +46,9 @@ class ChatStream:
         >>> print(result.usage, result.timings)
     """
 
-    __slots__ = (
-        "_client",
-        "_delivered",
-        "_events",
-        "_exposed",
-        "_request",
-        "_result",
-        "_resume",
-    )
+    __slots__ = ("_delivered", "_events", "_exposed", "_result", "_resume")
 
-    def __init__(
-        self,
-        client: LLMClient,
-        request: ChatRequest,
-        *,
-        resume: bool = False,
-        exposed: bool = True,
-    ) -> None:
-        self._client = client
-        self._request = request
+    def __init__(self, *, resume: bool = False, exposed: bool = True) -> None:
         self._resume = resume
         #: Whether events reach a caller as they arrive (iteration), or only the final
         #: result does (``chat()``): then a failure mid-stream can be retried from scratch.
@@ -121,34 +104,88 @@ class ChatStream:
             raise LLMUsageError("the stream was closed before its answer was complete")
         return self._result
 
+    def _run(self) -> AsyncGenerator[StreamEvent, None]:
+        """The events of the answer, attempts and retries included; sets ``_result``."""
+        raise NotImplementedError
+
+    async def _pump(
+        self,
+        client: LLMClient,
+        request: ChatRequest,
+        deadline: float,
+        progress: Progress,
+        on_output: Callable[[float], None] | None = None,
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """One attempt's events: chunks fed to ``progress``'s accumulator, each event counted
+        as delivered; ``on_output`` hears the time of each output event."""
+        loop = asyncio.get_running_loop()
+        accumulator = progress.accumulator
+        async with aclosing(client._attempt(request, deadline)) as chunks:
+            async for chunk in chunks:
+                if progress.sample is None:
+                    progress.sample = chunk
+                for event in accumulator.feed(chunk):
+                    if not isinstance(event, UsageEvent | FinishEvent):
+                        if progress.first_at is None or on_output is not None:
+                            now = loop.time()
+                            if progress.first_at is None:
+                                progress.first_at = now
+                            if on_output is not None:
+                                on_output(now)
+                    elif type(event) is FinishEvent:
+                        progress.sample = chunk  # llama.cpp and vLLM mark their finish chunks
+                    self._delivered += 1
+                    yield event
+
+
+class Progress:
+    """What one answer has gathered so far, across its attempts."""
+
+    __slots__ = ("accumulator", "first_at", "sample")
+
+    def __init__(self, accumulator: Accumulator) -> None:
+        self.accumulator = accumulator
+        self.first_at: float | None = None
+        #: A chunk that may tell which server answered (see ``guess_server``).
+        self.sample: dict[str, Any] | None = None
+
+
+class ClientStream(ChatStream):
+    """A :class:`ChatStream` from one :class:`LLMClient` (what ``client.stream()`` gives)."""
+
+    __slots__ = ("_client", "_request")
+
+    def __init__(
+        self,
+        client: LLMClient,
+        request: ChatRequest,
+        *,
+        resume: bool = False,
+        exposed: bool = True,
+    ) -> None:
+        super().__init__(resume=resume, exposed=exposed)
+        self._client = client
+        self._request = request
+
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         client = self._client
         request = self._request
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         retries = client._retries(request.url, total_at=client._total_deadline())
         max_retries = retries.max_retries
-        accumulator = Accumulator(request.dialect)
-        first_at: float | None = None
-        sample: dict[str, Any] | None = None  # a chunk that may tell which server answered
+        progress = Progress(Accumulator(request.dialect))
         resumes = 0
         while True:
             try:
-                async with aclosing(client._attempt(request, retries.total_at)) as chunks:
-                    async for chunk in chunks:
-                        if sample is None:
-                            sample = chunk
-                        for event in accumulator.feed(chunk):
-                            if first_at is None and not isinstance(event, UsageEvent | FinishEvent):
-                                first_at = loop.time()
-                            elif type(event) is FinishEvent:
-                                sample = chunk  # llama.cpp and vLLM mark their finish chunks
-                            self._delivered += 1
-                            yield event
+                async for event in self._pump(client, request, retries.total_at, progress):
+                    yield event
                 break
             except LLMError as error:
+                accumulator = progress.accumulator
                 if self._delivered:
-                    continued = self._continuation(error, accumulator, request, sample, resumes)
+                    continued = self._continuation(
+                        error, accumulator, request, progress.sample, resumes
+                    )
                     if continued is not None:
                         await client._pause_before_retry(
                             error,
@@ -169,8 +206,10 @@ class ChatStream:
                     client._no_stream_options.add(request.url)
                     continue
                 await retries.wait_or_raise(error)
-                accumulator, first_at, sample = Accumulator(request.dialect), None, None
-        self._result = await client._finish(accumulator, request, started, first_at, sample)
+                progress = Progress(Accumulator(request.dialect))
+        self._result = await client._finish(
+            progress.accumulator, request, started, progress.first_at, progress.sample
+        )
 
     def _continuation(
         self,
