@@ -269,9 +269,11 @@ class LLMClient:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """One streaming attempt: chunk dicts, or the specific error. No retries."""
         exchange = await self._send("POST", request.url, request.body, total_at=total_at)
-        async with aclosing(exchange.read_chunks()) as chunks:
-            async for chunk in chunks:
+        try:
+            async for chunk in exchange.read_chunks():
                 yield chunk
+        finally:
+            exchange.close()
 
     async def _post_json(
         self, url: str, payload: dict[str, Any], *, chat: bool, total_at: float = math.inf

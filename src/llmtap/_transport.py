@@ -380,9 +380,9 @@ class Exchange:
             **self._error_fields(),
         )
 
-    async def read_chunks(self) -> AsyncGenerator[dict[str, Any], None]:
-        """Decode the body into chunk dicts as the server sent them; close the exchange at
-        the end, however it ends.
+    def read_chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The body decoded into chunk dicts as the server sent them. The caller closes the
+        exchange when it is done with them (:meth:`close`), however that ends.
 
         Error objects in the stream (``data: {"error": ...}``, ``event: error``, old
         llama.cpp ``error:`` lines, Ollama native ``{"error": ...}`` lines) raise
@@ -392,23 +392,23 @@ class Exchange:
         short by a newer request that way). A whole JSON answer (a server that ignored
         ``stream: true``) is yielded as one chunk.
         """
-        try:
-            content_type = self._content_type()
-            if content_type in _JSON_TYPES:
-                obj = await self.read_json()
-                yield completion_to_chunk(obj) if "choices" in obj else obj
-                return
-            if content_type not in _STREAM_TYPES:
-                raise await self._not_an_llm(content_type)
-            self._arm()
-            if content_type == "application/x-ndjson":
-                async for chunk in self._read_ndjson():
-                    yield chunk
-            else:
-                async for chunk in self._read_sse():
-                    yield chunk
-        finally:
-            self.close()
+        content_type = self._content_type()
+        if content_type in _JSON_TYPES:
+            return self._whole_json()
+        if content_type not in _STREAM_TYPES:
+            return self._not_an_llm_stream(content_type)
+        self._arm()
+        if content_type == "application/x-ndjson":
+            return self._read_ndjson()
+        return self._read_sse()
+
+    async def _whole_json(self) -> AsyncGenerator[dict[str, Any], None]:
+        obj = await self.read_json()
+        yield completion_to_chunk(obj) if "choices" in obj else obj
+
+    async def _not_an_llm_stream(self, content_type: str) -> AsyncGenerator[dict[str, Any], None]:
+        raise await self._not_an_llm(content_type)
+        yield {}  # never reached: it makes this an async generator like the other readers
 
     async def _read(self) -> bytes:
         """The next piece of the body (``b""`` at its end), under the deadlines."""
