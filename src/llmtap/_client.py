@@ -540,19 +540,20 @@ class LLMClient:
             request = self._request(messages, tools, params, stream=True)
             return await ClientStream(self, request, resume=resume, exposed=False).result()
         request = self._request(messages, tools, params, stream=False)
-        loop = asyncio.get_running_loop()
         retries = self._retries(request.url, total_at=self._total_deadline())
         while True:
-            started = loop.time()
             try:
-                body = await self._post_json(
-                    request.url, request.payload, chat=True, total_at=retries.total_at
-                )
-                accumulator = Accumulator(request.dialect)
-                accumulator.feed_completion(body)
-                return await self._finish(accumulator, request, started, None, body)
+                return await self._complete(request, retries.total_at)
             except LLMError as error:
                 await retries.wait_or_raise(error)
+
+    async def _complete(self, request: ChatRequest, total_at: float) -> ChatResult:
+        """One non-streaming attempt: the whole answer as a ``ChatResult``. No retries."""
+        started = asyncio.get_running_loop().time()
+        body = await self._post_json(request.url, request.payload, chat=True, total_at=total_at)
+        accumulator = Accumulator(request.dialect)
+        accumulator.feed_completion(body)
+        return await self._finish(accumulator, request, started, None, body)
 
     async def _finish(
         self,

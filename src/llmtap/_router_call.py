@@ -245,11 +245,7 @@ class RouterStream(ChatStream):
                     ):
                         broken = error
                         continue
-                    if self._exposed:
-                        raise LLMStreamInterrupted.after(
-                            error, accumulator.text, self._delivered
-                        ) from error
-                    self._delivered = 0  # nothing reached a caller: start again from scratch
+                    self._after_output(error, accumulator)
                 elif request.drop_rejected_stream_options(error):
                     client._no_stream_options.add(request.url)
                     call.again(endpoint)
@@ -305,20 +301,12 @@ async def routed_completion(
     params: dict[str, Any],
 ) -> ChatResult:
     """One non-streaming answer, moved to another endpoint after any retryable failure."""
-    loop = asyncio.get_running_loop()
     while True:
         endpoint = await call.acquire()
-        client = endpoint.client
         request = call.request(endpoint, messages, tools, params, stream=False)
         try:
             with call.attempt(endpoint):
-                started = loop.time()
-                body = await client._post_json(
-                    request.url, request.payload, chat=True, total_at=call.deadline
-                )
-                accumulator = Accumulator(request.dialect)
-                accumulator.feed_completion(body)
-                return await client._finish(accumulator, request, started, None, body)
+                return await endpoint.client._complete(request, call.deadline)
         except LLMError as error:
             if not call.may_retry(error, endpoint):
                 raise

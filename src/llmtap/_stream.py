@@ -108,6 +108,14 @@ class ChatStream:
         """The events of the answer, attempts and retries included; sets ``_result``."""
         raise NotImplementedError
 
+    def _after_output(self, error: LLMError, accumulator: Accumulator) -> None:
+        """A failure after events were delivered, and no resume: a caller who saw them gets
+        :class:`LLMStreamInterrupted`; if nobody saw them (``chat()``), they are forgotten and
+        the answer starts over."""
+        if self._exposed:
+            raise LLMStreamInterrupted.after(error, accumulator.text, self._delivered) from error
+        self._delivered = 0
+
     async def _pump(
         self,
         client: LLMClient,
@@ -197,11 +205,7 @@ class ClientStream(ChatStream):
                         )
                         request, resumes = continued, resumes + 1
                         continue
-                    if self._exposed:
-                        raise LLMStreamInterrupted.after(
-                            error, accumulator.text, self._delivered
-                        ) from error
-                    self._delivered = 0  # nothing reached a caller: start again from scratch
+                    self._after_output(error, accumulator)
                 elif request.drop_rejected_stream_options(error):
                     client._no_stream_options.add(request.url)
                     continue
