@@ -23,6 +23,7 @@ from llmtap._errors import (
     LLMUsageError,
     scrub,
 )
+from llmtap._transport import request_id_of
 
 __all__ = [
     "PreflightReport",
@@ -142,10 +143,6 @@ def _ollama_match(wanted: str, models: list[str]) -> str | None:
     return None
 
 
-def _request_id(headers: Mapping[str, str]) -> str | None:
-    return headers.get("x-request-id") or headers.get("request-id")
-
-
 async def run_preflight(config: LLMConfig, model: str, get_json: GetJson) -> PreflightReport:
     """Check the server at ``config.endpoint`` for ``model`` (empty: its only model).
 
@@ -240,7 +237,7 @@ class _Preflight:
             retry_after=_retry.parse_retry_after(headers),
             method="GET",
             url=url,
-            request_id=_request_id(headers),
+            request_id=request_id_of(headers),
         )
 
     async def _ollama(self, version: str) -> _Found:
