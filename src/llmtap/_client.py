@@ -13,7 +13,7 @@ import math
 import ssl
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import aclosing
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -264,16 +264,23 @@ class LLMClient:
                 _log.debug("stale_connection", url=url, error=type(exc).__name__)
         raise AssertionError("unreachable")
 
+    @asynccontextmanager
     async def _attempt(
         self, request: ChatRequest, total_at: float
-    ) -> AsyncGenerator[dict[str, Any], None]:
-        """One streaming attempt: chunk dicts, or the specific error. No retries."""
+    ) -> AsyncIterator[AsyncGenerator[dict[str, Any], None]]:
+        """One streaming attempt: ``async with client._attempt(...) as chunks`` sends the
+        request and gives the body's chunk dicts (or the specific error; no retries); the
+        block's end closes both. The chunks are the reader itself, not a wrapper around it:
+        every layer an ``async for`` passes through costs CPU per token."""
         exchange = await self._send("POST", request.url, request.body, total_at=total_at)
+        chunks = exchange.read_chunks()
         try:
-            async for chunk in exchange.read_chunks():
-                yield chunk
+            yield chunks
         finally:
-            exchange.close()
+            try:
+                await chunks.aclose()
+            finally:
+                exchange.close()
 
     async def _post_json(
         self, url: str, payload: dict[str, Any], *, chat: bool, total_at: float = math.inf
@@ -467,7 +474,7 @@ class LLMClient:
         text_parts: list[str] = []
         while True:
             try:
-                async with aclosing(self._attempt(request, retries.total_at)) as chunks:
+                async with self._attempt(request, retries.total_at) as chunks:
                     async for chunk in chunks:
                         delivered += 1
                         content = _chunk_text(chunk)

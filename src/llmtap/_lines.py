@@ -19,17 +19,23 @@ class LineBuffer:
         kind: What the lines are (``"SSE"``, ``"NDJSON"``), for the error message.
     """
 
-    __slots__ = ("_kind", "_limit", "_tail")
+    __slots__ = ("_kind", "_tail", "limit")
 
     def __init__(self, max_line_bytes: int, kind: str) -> None:
-        self._limit = max_line_bytes
+        #: Longest line accepted, without its LF.
+        self.limit = max_line_bytes
         self._kind = kind
         self._tail = bytearray()
+
+    @property
+    def holding(self) -> bool:
+        """Whether an unfinished line is held."""
+        return bool(self._tail)
 
     def split(self, chunk: bytes) -> list[bytes]:
         """The lines ``chunk`` completes, without their LF (possibly none)."""
         lines = chunk.split(b"\n")
-        limit = self._limit
+        limit = self.limit
         if len(lines) == 1:  # no line end: the unfinished line grows
             if len(self._tail) + len(chunk) > limit:
                 raise self._too_long()
@@ -54,6 +60,6 @@ class LineBuffer:
 
     def _too_long(self) -> LLMStreamError:
         return LLMStreamError(
-            f"{self._kind} line longer than {self._limit} bytes (max_line_bytes); the server "
+            f"{self._kind} line longer than {self.limit} bytes (max_line_bytes); the server "
             "sent an oversized line. Raise max_line_bytes if this is expected."
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import aclosing, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llmtap import _retry
@@ -274,7 +274,7 @@ async def routed_chunks(
         request = call.request(endpoint, messages, tools, params, stream=True)
         try:
             with call.attempt(endpoint) as attempt:
-                async with aclosing(client._attempt(request, call.deadline)) as chunks:
+                async with client._attempt(request, call.deadline) as chunks:
                     async for chunk in chunks:
                         content = _chunk_text(chunk)
                         if content:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import aclosing
 from typing import TYPE_CHECKING, Any
 
 from llmtap import _retry
@@ -128,7 +127,7 @@ class ChatStream:
         as delivered; ``on_output`` hears the time of each output event."""
         loop = asyncio.get_running_loop()
         accumulator = progress.accumulator
-        async with aclosing(client._attempt(request, deadline)) as chunks:
+        async with client._attempt(request, deadline) as chunks:
             async for chunk in chunks:
                 if progress.sample is None:
                     progress.sample = chunk

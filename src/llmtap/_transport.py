@@ -410,15 +410,8 @@ class Exchange:
         raise await self._not_an_llm(content_type)
         yield {}  # never reached: it makes this an async generator like the other readers
 
-    async def _read(self) -> bytes:
-        """The next piece of the body (``b""`` at its end), under the deadlines."""
-        self.wait_since = self._loop.time()
-        try:
-            data = await self.response.content.readany()
-        except transport_errors() as exc:
-            raise transport_error(exc, self.config, self.method, self.url, reading=True) from exc
-        self.wait_since = None
-        return data
+    def _read_error(self, exc: BaseException) -> LLMError:
+        return transport_error(exc, self.config, self.method, self.url, reading=True)
 
     def _parse(self, raw: bytes) -> dict[str, Any]:
         """One chunk's JSON; a chunk that is not a JSON object, or is an error, raises."""
@@ -439,26 +432,37 @@ class Exchange:
         return chunk
 
     async def _read_sse(self) -> AsyncGenerator[dict[str, Any], None]:
+        # The per-token hot path: one read usually carries one event, taken whole by
+        # ``lone_data`` without splitting lines or building an event object.
         decoder = SSEDecoder(self.config.max_line_bytes)
+        lone_data = decoder.lone_data
+        readany = self.response.content.readany
+        clock = self._loop.time
+        errors = transport_errors()
         parse = self._parse
         finished = False
         chunks = 0
         while True:
-            data = await self._read()
-            for event in decoder.feed(data) if data else decoder.close():
-                raw = event.data
-                if event.event == "error":
-                    raise stream_error(_loads_or_text(raw), self.method, self.url, self.request_id)
-                if raw[:1] == b"[" and raw.startswith(b"[DONE]"):
+            self.wait_since = clock()
+            try:
+                data = await readany()
+            except errors as exc:
+                raise self._read_error(exc) from exc
+            self.wait_since = None
+            lone = lone_data(data)
+            for raw in (lone,) if lone is not None else self._payloads(decoder, data):
+                if not isinstance(raw, bytes):
+                    raise raw
+                if raw.startswith(b"[DONE]"):
                     if not finished:
                         raise self._cut_short("[DONE] came before any finish_reason", chunks)
                     await self._drain()
                     return
                 chunk = parse(raw)
                 choices = chunk.get("choices")
-                if choices:
+                if choices and not finished:
                     try:
-                        finished = finished or bool(choices[0].get("finish_reason"))
+                        finished = bool(choices[0].get("finish_reason"))
                     except (AttributeError, TypeError, KeyError, IndexError):
                         raise self._unexpected_shape(raw) from None
                 if not chunks:
@@ -470,12 +474,30 @@ class Exchange:
         if not finished:
             raise self._cut_short("no [DONE] and no finish_reason", chunks)
 
+    def _payloads(self, decoder: SSEDecoder, data: bytes) -> list[bytes | LLMResponseError]:
+        """The data of the events ``data`` completes (all that is left, at the end of the
+        body: ``data`` is empty), in order; an error event becomes the error to raise."""
+        return [
+            event.data
+            if event.event != "error"
+            else stream_error(_loads_or_text(event.data), self.method, self.url, self.request_id)
+            for event in (decoder.feed(data) if data else decoder.close())
+        ]
+
     async def _read_ndjson(self) -> AsyncGenerator[dict[str, Any], None]:
         decoder = NDJSONDecoder(self.config.max_line_bytes)
+        readany = self.response.content.readany
+        clock = self._loop.time
+        errors = transport_errors()
         parse = self._parse
         chunks = 0
         while True:
-            data = await self._read()
+            self.wait_since = clock()
+            try:
+                data = await readany()
+            except errors as exc:
+                raise self._read_error(exc) from exc
+            self.wait_since = None
             for line in decoder.feed(data) if data else decoder.close():
                 chunk = parse(line)
                 if not chunks:
