@@ -592,3 +592,119 @@ def test_arbitrary_bytes_raise_nothing_but_stream_error(
 def test_arbitrary_bytes_split_invariant(stream: bytes, cuts: list[int]) -> None:
     """Any bytes decode to the same events however they are split."""
     assert decode(*split(stream, cuts)) == decode(stream)
+
+
+# --- lone_data(): the one-event-per-read fast path ----------------------------------------
+
+
+def lone_or_feed(pieces: list[bytes], max_line_bytes: int) -> list[tuple[str, bytes]] | str:
+    """Each piece through ``lone_data`` first, then ``feed`` when it declines, as the reader
+    does; events as (type, data), or the error's class name."""
+    decoder = SSEDecoder(max_line_bytes)
+    out: list[tuple[str, bytes]] = []
+    try:
+        for piece in pieces:
+            lone = decoder.lone_data(piece)
+            if lone is not None:
+                out.append(("message", lone))
+            else:
+                out += [(event.event, event.data) for event in decoder.feed(piece)]
+        out += [(event.event, event.data) for event in decoder.close()]
+    except LLMStreamError as exc:
+        return type(exc).__name__
+    return out
+
+
+def feed_all(pieces: list[bytes], max_line_bytes: int) -> list[tuple[str, bytes]] | str:
+    try:
+        return [
+            (event.event, event.data) for event in decode(*pieces, max_line_bytes=max_line_bytes)
+        ]
+    except LLMStreamError as exc:
+        return type(exc).__name__
+
+
+def test_lone_data_takes_a_whole_event_once_the_stream_has_started() -> None:
+    decoder = SSEDecoder()
+    assert decoder.lone_data(b"data: a\n\n") is None  # the start: a BOM may come first
+    assert decoder.feed(b"data: a\n\n") == [SSEEvent("message", b"a")]
+    assert decoder.lone_data(b'data: {"x": 1}\n\n') == b'{"x": 1}'
+    assert decoder.lone_data(b"data:  two spaces\n\n") == b" two spaces"
+
+
+@pytest.mark.parametrize(
+    ("pending", "piece"),
+    [
+        (b"data: a\n", b"data: b\n\n"),  # a data line waits for its blank line
+        (b"event: error\n", b"data: b\n\n"),  # an event type waits
+        (b"retry: 5\n", b"data: b\n\n"),  # a retry value waits
+        (b"data: a\n\ndata: par", b"tial\n\n"),  # half a line is held
+        (b"data: a\r", b"\ndata: b\n\n"),  # half a CRLF
+    ],
+)
+def test_lone_data_declines_while_something_is_pending(pending: bytes, piece: bytes) -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b": start\n")
+    decoder.feed(pending)
+    assert decoder.lone_data(piece) is None
+
+
+@pytest.mark.parametrize(
+    "piece",
+    [
+        b"data: a\n\ndata: b\n\n",  # two events
+        b"data: a\ndata: b\n\n",  # two data lines
+        b"data: a\r\n\r\n",  # CR line ends
+        b"data:a\n\n",  # no space: feed() handles it
+        b"event: x\ndata: a\n\n",
+        b"data: a\n",  # not yet complete
+        b"",
+    ],
+)
+def test_lone_data_declines_anything_but_one_plain_event(piece: bytes) -> None:
+    decoder = SSEDecoder()
+    decoder.feed(b": start\n")
+    assert decoder.lone_data(piece) is None
+
+
+def test_lone_data_keeps_the_line_limit() -> None:
+    decoder = SSEDecoder(max_line_bytes=10)
+    decoder.feed(b": start\n")
+    assert decoder.lone_data(b"data: abcd\n\n") == b"abcd"  # a 10-byte line
+    assert decoder.lone_data(b"data: abcde\n\n") is None
+    with pytest.raises(LLMStreamError):
+        decoder.feed(b"data: abcde\n\n")
+
+
+_sse_parts = st.sampled_from(
+    [
+        b"data: ",
+        b"data:",
+        b"event: error",
+        b"id: 7",
+        b"retry: 9",
+        b": c",
+        b"x",
+        b"{}",
+        b"\n",
+        b"\n\n",
+        b"\r",
+        b"\r\n",
+        BOM,
+        b"data: [DONE]\n\n",
+        b'data: {"a":1}\n\n',
+    ]
+)
+
+
+_whole_events = st.binary(max_size=12).map(lambda data: b"data: " + data + b"\n\n")
+
+
+@given(
+    pieces=st.lists(
+        st.one_of(_whole_events, st.lists(_sse_parts, max_size=6).map(b"".join)), max_size=12
+    ),
+    limit=st.sampled_from([4, 16, 1024]),
+)
+def test_lone_data_then_feed_gives_what_feed_alone_gives(pieces: list[bytes], limit: int) -> None:
+    assert lone_or_feed(pieces, limit) == feed_all(pieces, limit)
