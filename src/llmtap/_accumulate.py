@@ -246,7 +246,7 @@ class Accumulator:
         self._usage: Usage | None = None
         self._usage_key: tuple[int | None, int | None, int | None] | None = None
         self._model: str | None = None
-        self._ollama_metrics: dict[str, int] = {}
+        self._ollama_metrics: dict[str, int] | None = None  # made by a native final line
 
     # -- state -------------------------------------------------------------------------------
 
@@ -288,7 +288,7 @@ class Accumulator:
     @property
     def ollama_metrics(self) -> dict[str, int]:
         """Native Ollama counters and nanosecond durations seen (``eval_count``, ...)."""
-        return dict(self._ollama_metrics)
+        return dict(self._ollama_metrics or ())
 
     # -- input -------------------------------------------------------------------------------
 
@@ -425,7 +425,7 @@ class Accumulator:
             if reason == "stop" and self.tool_calls_started:
                 reason = "tool_calls"
             self._finish(reason, events)
-            metrics = self._ollama_metrics
+            metrics = self._ollama_metrics = self._ollama_metrics or {}
             for key in OLLAMA_METRICS:
                 value = _count(chunk.get(key))
                 if value is not None:

@@ -13,7 +13,6 @@ import math
 import ssl
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -51,46 +50,87 @@ _USER_AGENT = "llmtap/0.1.0"
 
 
 class ChatRequest:
-    """One chat request as sent (and re-sent on retries): dialect, URL and payload."""
+    """One chat request as sent (and re-sent on retries): dialect, URL and encoded body.
 
-    __slots__ = ("body", "dialect", "payload", "url")
+    Only the encoded body is kept (one bytes object, not the payload's dicts and lists, which
+    a thousand concurrent streams would otherwise hold); :attr:`payload` decodes it again for
+    the rare uses that need it.
+    """
+
+    __slots__ = ("body", "dialect", "model", "url")
 
     def __init__(self, dialect: Dialect, url: str, payload: dict[str, Any]) -> None:
         self.dialect = dialect
         self.url = url
-        self.payload = payload
+        #: The model the request names.
+        self.model = str(payload.get("model", ""))
         self.body = orjson.dumps(payload)
 
     @property
-    def model(self) -> str:
-        """The model the request names."""
-        return str(self.payload.get("model", ""))
+    def payload(self) -> dict[str, Any]:
+        """A fresh copy of the payload, decoded from the body."""
+        payload: dict[str, Any] = orjson.loads(self.body)
+        return payload
 
     def drop_rejected_stream_options(self, error: LLMError) -> bool:
         """After a 400 naming ``stream_options`` (an older server), drop it; ``True`` if so."""
         if not (
             isinstance(error, LLMResponseError)
             and error.status_code == 400
-            and "stream_options" in self.payload
             and "stream_options" in (error.server_message or "")
         ):
             return False
-        del self.payload["stream_options"]
-        self.body = orjson.dumps(self.payload)
+        payload = self.payload
+        if "stream_options" not in payload:
+            return False
+        del payload["stream_options"]
+        self.body = orjson.dumps(payload)
         return True
 
     def continuation(self, partial_text: str, server: ServerKind | None) -> ChatRequest:
         """The request that continues ``partial_text`` as the assistant's own unfinished
         message (a prefill), so the server sends only what follows it."""
-        payload = dict(self.payload)
-        payload["messages"] = [
-            *self.payload["messages"],
-            {"role": "assistant", "content": partial_text},
-        ]
+        payload = self.payload
+        payload["messages"].append({"role": "assistant", "content": partial_text})
         if server == "vllm":
             payload["continue_final_message"] = True
             payload["add_generation_prompt"] = False
         return ChatRequest(self.dialect, self.url, payload)
+
+
+class Attempt:
+    """One streaming attempt, as an async context manager: entering sends the request and
+    gives the body's chunk dicts; leaving closes the reader and the exchange.
+
+    The chunks are the reader itself, not a generator around it: every layer an ``async for``
+    passes through costs CPU per token. (A class rather than ``@asynccontextmanager``: two
+    objects fewer per stream, which a thousand concurrent streams feel in garbage collection.)
+    """
+
+    __slots__ = ("_chunks", "_client", "_exchange", "_request", "_total_at")
+
+    def __init__(self, client: LLMClient, request: ChatRequest, total_at: float) -> None:
+        self._client = client
+        self._request = request
+        self._total_at = total_at
+        self._exchange: Exchange | None = None
+        self._chunks: AsyncGenerator[dict[str, Any], None] | None = None
+
+    async def __aenter__(self) -> AsyncGenerator[dict[str, Any], None]:
+        request = self._request
+        self._exchange = exchange = await self._client._send(
+            "POST", request.url, request.body, total_at=self._total_at
+        )
+        self._chunks = chunks = exchange.read_chunks()
+        return chunks
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            if self._chunks is not None:
+                await self._chunks.aclose()
+        finally:
+            if self._exchange is not None:
+                self._exchange.close()
 
 
 class LLMClient:
@@ -264,23 +304,10 @@ class LLMClient:
                 _log.debug("stale_connection", url=url, error=type(exc).__name__)
         raise AssertionError("unreachable")
 
-    @asynccontextmanager
-    async def _attempt(
-        self, request: ChatRequest, total_at: float
-    ) -> AsyncIterator[AsyncGenerator[dict[str, Any], None]]:
+    def _attempt(self, request: ChatRequest, total_at: float) -> Attempt:
         """One streaming attempt: ``async with client._attempt(...) as chunks`` sends the
-        request and gives the body's chunk dicts (or the specific error; no retries); the
-        block's end closes both. The chunks are the reader itself, not a wrapper around it:
-        every layer an ``async for`` passes through costs CPU per token."""
-        exchange = await self._send("POST", request.url, request.body, total_at=total_at)
-        chunks = exchange.read_chunks()
-        try:
-            yield chunks
-        finally:
-            try:
-                await chunks.aclose()
-            finally:
-                exchange.close()
+        request and gives the body's chunk dicts (or the specific error; no retries)."""
+        return Attempt(self, request, total_at)
 
     async def _post_json(
         self, url: str, payload: dict[str, Any], *, chat: bool, total_at: float = math.inf
@@ -560,7 +587,8 @@ class LLMClient:
         body = await self._post_json(request.url, request.payload, chat=True, total_at=total_at)
         accumulator = Accumulator(request.dialect)
         accumulator.feed_completion(body)
-        return await self._finish(accumulator, request, started, None, body)
+        guessed = guess_server(request.dialect, body)
+        return await self._finish(accumulator, request, started, None, guessed)
 
     async def _finish(
         self,
@@ -568,7 +596,7 @@ class LLMClient:
         request: ChatRequest,
         started: float,
         first_at: float | None,
-        sample: dict[str, Any] | None,
+        guessed: ServerKind | None,
     ) -> ChatResult:
         """Build the ``ChatResult``: timings, server kind, and Ollama's truncation warning."""
         ended = asyncio.get_running_loop().time()
@@ -586,7 +614,7 @@ class LLMClient:
             tokens_per_second=tokens_per_second,
             load_duration=None if load is None else load / 1e9,
         )
-        server = self._server or guess_server(request.dialect, sample)
+        server = self._server or guessed or guess_server(request.dialect, None)
         warnings = []
         if request.dialect == "ollama":
             warning = await self._truncation_warning(request, metrics.get("prompt_eval_count"))

@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llmtap import _retry
-from llmtap._accumulate import Accumulator
 from llmtap._client import _chunk_text, _read_embeddings
 from llmtap._dialects import Dialect, MessageLike
 from llmtap._errors import LLMError, LLMResponseError, LLMStreamInterrupted
@@ -202,7 +201,7 @@ class RouterStream(ChatStream):
     async def _run(self) -> AsyncGenerator[StreamEvent, None]:
         started = asyncio.get_running_loop().time()
         call = self._new_call()
-        progress = Progress(Accumulator())
+        progress = Progress()
         dialect: Dialect = "openai"
         broken: LLMError | None = None  # set while a broken answer is being continued
         while True:
@@ -225,14 +224,17 @@ class RouterStream(ChatStream):
                     ) from broken
                 request = request.continuation(progress.accumulator.text, kind)
             else:
-                progress, dialect = Progress(Accumulator(request.dialect)), request.dialect
+                progress, dialect = Progress(request.dialect), request.dialect
             broken = None
             self._endpoint = endpoint.name
             try:
                 with call.attempt(endpoint) as attempt:
-                    pump = self._pump(client, request, call.deadline, progress, attempt.output)
-                    async for event in pump:
-                        yield event
+                    progress.on_output = attempt.output
+                    async with client._attempt(request, call.deadline) as chunks:
+                        async for chunk in chunks:
+                            for event in progress.take(chunk):
+                                self._delivered += 1
+                                yield event
                 break
             except LLMError as error:
                 accumulator = progress.accumulator
@@ -253,7 +255,7 @@ class RouterStream(ChatStream):
                 if not call.may_retry(error, endpoint):
                     raise
         self._result = await client._finish(
-            progress.accumulator, request, started, progress.first_at, progress.sample
+            progress.accumulator, request, started, progress.first_at, progress.server
         )
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmtap import _retry
 from llmtap._accumulate import Accumulator
-from llmtap._dialects import guess_server
+from llmtap._dialects import Dialect, ServerKind, guess_server
 from llmtap._errors import LLMError, LLMResponseError, LLMStreamInterrupted, LLMUsageError
 from llmtap._log import get_logger
 from llmtap._results import ChatResult, FinishEvent, StreamEvent, TextDelta, UsageEvent
@@ -115,46 +115,49 @@ class ChatStream:
             raise LLMStreamInterrupted.after(error, accumulator.text, self._delivered) from error
         self._delivered = 0
 
-    async def _pump(
-        self,
-        client: LLMClient,
-        request: ChatRequest,
-        deadline: float,
-        progress: Progress,
-        on_output: Callable[[float], None] | None = None,
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """One attempt's events: chunks fed to ``progress``'s accumulator, each event counted
-        as delivered; ``on_output`` hears the time of each output event."""
-        loop = asyncio.get_running_loop()
-        accumulator = progress.accumulator
-        async with client._attempt(request, deadline) as chunks:
-            async for chunk in chunks:
-                if progress.sample is None:
-                    progress.sample = chunk
-                for event in accumulator.feed(chunk):
-                    if not isinstance(event, UsageEvent | FinishEvent):
-                        if progress.first_at is None or on_output is not None:
-                            now = loop.time()
-                            if progress.first_at is None:
-                                progress.first_at = now
-                            if on_output is not None:
-                                on_output(now)
-                    elif type(event) is FinishEvent:
-                        progress.sample = chunk  # llama.cpp and vLLM mark their finish chunks
-                    self._delivered += 1
-                    yield event
-
 
 class Progress:
-    """What one answer has gathered so far, across its attempts."""
+    """What one answer has gathered so far, across its attempts.
 
-    __slots__ = ("accumulator", "first_at", "sample")
+    Args:
+        dialect: The dialect of the chunks.
+    """
 
-    def __init__(self, accumulator: Accumulator) -> None:
-        self.accumulator = accumulator
+    __slots__ = ("_dialect", "_loop", "accumulator", "first_at", "on_output", "server")
+
+    def __init__(self, dialect: Dialect = "openai") -> None:
+        self.accumulator = Accumulator(dialect)
+        #: Called with the loop time of each output event (text, reasoning, a tool call
+        #: piece), if set; the router sets it per attempt.
+        self.on_output: Callable[[float], None] | None = None
+        self._loop = asyncio.get_running_loop()
         self.first_at: float | None = None
-        #: A chunk that may tell which server answered (see ``guess_server``).
-        self.sample: dict[str, Any] | None = None
+        self._dialect = dialect
+        #: Which server answered, as the chunks tell (see ``guess_server``): guessed from
+        #: the first chunk, then from each finish chunk (llama.cpp and vLLM mark those).
+        self.server: ServerKind | None = None
+
+    def take(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        """Feed one chunk to the accumulator and return its events, noting when output
+        began and which chunk may tell the server.
+
+        The streams call this inline, per chunk, rather than through a generator of their
+        own: each ``async for`` layer costs CPU per token.
+        """
+        events = self.accumulator.feed(chunk)
+        if self.server is None:
+            self.server = guess_server(self._dialect, chunk)
+        for event in events:
+            kind = type(event)
+            if kind is FinishEvent:
+                self.server = guess_server(self._dialect, chunk)
+            elif kind is not UsageEvent and (self.first_at is None or self.on_output):
+                now = self._loop.time()
+                if self.first_at is None:
+                    self.first_at = now
+                if self.on_output is not None:
+                    self.on_output(now)
+        return events
 
 
 class ClientStream(ChatStream):
@@ -180,18 +183,21 @@ class ClientStream(ChatStream):
         started = asyncio.get_running_loop().time()
         retries = client._retries(request.url, total_at=client._total_deadline())
         max_retries = retries.max_retries
-        progress = Progress(Accumulator(request.dialect))
+        progress = Progress(request.dialect)
         resumes = 0
         while True:
             try:
-                async for event in self._pump(client, request, retries.total_at, progress):
-                    yield event
+                async with client._attempt(request, retries.total_at) as chunks:
+                    async for chunk in chunks:
+                        for event in progress.take(chunk):
+                            self._delivered += 1
+                            yield event
                 break
             except LLMError as error:
                 accumulator = progress.accumulator
                 if self._delivered:
                     continued = self._continuation(
-                        error, accumulator, request, progress.sample, resumes
+                        error, accumulator, request, progress.server, resumes
                     )
                     if continued is not None:
                         await client._pause_before_retry(
@@ -209,9 +215,9 @@ class ClientStream(ChatStream):
                     client._no_stream_options.add(request.url)
                     continue
                 await retries.wait_or_raise(error)
-                progress = Progress(Accumulator(request.dialect))
+                progress = Progress(request.dialect)
         self._result = await client._finish(
-            progress.accumulator, request, started, progress.first_at, progress.sample
+            progress.accumulator, request, started, progress.first_at, progress.server
         )
 
     def _continuation(
@@ -219,7 +225,7 @@ class ClientStream(ChatStream):
         error: LLMError,
         accumulator: Accumulator,
         request: ChatRequest,
-        sample: dict[str, Any] | None,
+        guessed: ServerKind | None,
         resumes: int,
     ) -> ChatRequest | None:
         """The request that continues the partial answer, when resuming is allowed: asked
@@ -232,7 +238,7 @@ class ClientStream(ChatStream):
             return None
         if isinstance(error, LLMResponseError) and not _retry.is_retryable(error):
             return None
-        server = client.server or guess_server(request.dialect, sample)
+        server = client.server or guessed or guess_server(request.dialect, None)
         if server not in RESUMABLE_SERVERS:
             return None
         return request.continuation(accumulator.text, server)

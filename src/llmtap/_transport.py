@@ -434,22 +434,22 @@ class Exchange:
     async def _read_sse(self) -> AsyncGenerator[dict[str, Any], None]:
         # The per-token hot path: one read usually carries one event, taken whole by
         # ``lone_data`` without splitting lines or building an event object.
+        # Bound methods are not kept in locals: each would be one more object per stream
+        # for the garbage collector, and Python 3.11 calls methods without making them.
         decoder = SSEDecoder(self.config.max_line_bytes)
-        lone_data = decoder.lone_data
-        readany = self.response.content.readany
-        clock = self._loop.time
+        content = self.response.content
+        loop = self._loop
         errors = transport_errors()
-        parse = self._parse
         finished = False
         chunks = 0
         while True:
-            self.wait_since = clock()
+            self.wait_since = loop.time()
             try:
-                data = await readany()
+                data = await content.readany()
             except errors as exc:
                 raise self._read_error(exc) from exc
             self.wait_since = None
-            lone = lone_data(data)
+            lone = decoder.lone_data(data)
             for raw in (lone,) if lone is not None else self._payloads(decoder, data):
                 if not isinstance(raw, bytes):
                     raise raw
@@ -458,7 +458,7 @@ class Exchange:
                         raise self._cut_short("[DONE] came before any finish_reason", chunks)
                     await self._drain()
                     return
-                chunk = parse(raw)
+                chunk = self._parse(raw)
                 choices = chunk.get("choices")
                 if choices and not finished:
                     try:
@@ -486,20 +486,19 @@ class Exchange:
 
     async def _read_ndjson(self) -> AsyncGenerator[dict[str, Any], None]:
         decoder = NDJSONDecoder(self.config.max_line_bytes)
-        readany = self.response.content.readany
-        clock = self._loop.time
+        content = self.response.content
+        loop = self._loop
         errors = transport_errors()
-        parse = self._parse
         chunks = 0
         while True:
-            self.wait_since = clock()
+            self.wait_since = loop.time()
             try:
-                data = await readany()
+                data = await content.readany()
             except errors as exc:
                 raise self._read_error(exc) from exc
             self.wait_since = None
             for line in decoder.feed(data) if data else decoder.close():
-                chunk = parse(line)
+                chunk = self._parse(line)
                 if not chunks:
                     self._first_chunk()
                 chunks += 1
