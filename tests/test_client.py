@@ -672,3 +672,46 @@ async def test_api_key_never_reaches_any_log(
     assert caplog.records
     assert all(key not in record.getMessage() for record in caplog.records)
     assert key not in caplog.text
+
+
+# --- the chunk stream object ---------------------------------------------------------------
+
+
+async def test_stream_chat_sends_nothing_until_iterated_and_nothing_after_close() -> None:
+    """stream_chat() is lazy: the request goes out at the first chunk asked for; a stream
+    closed before that never sends it and iterates as empty."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(text="unused"))
+        async with make_client(server.url) as client:
+            chunks = client.stream_chat(HELLO)
+            await asyncio.sleep(0.01)
+            assert server.chat_requests == []
+            await chunks.aclose()
+            assert [chunk async for chunk in chunks] == []
+            assert server.chat_requests == []
+
+
+async def test_stream_chat_as_a_context_manager_gives_the_connection_back() -> None:
+    """Leaving ``async with client.stream_chat(...)`` part-way closes the answer's
+    connection at once, and the stream then ends."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=[f"w{i} " for i in range(50)], delay_between=0.05))
+        async with make_client(server.url) as client:
+            async with client.stream_chat(HELLO) as chunks:
+                first = await anext(chunks)
+                assert client.connections_in_use == 1
+            assert client.connections_in_use == 0
+            assert [chunk async for chunk in chunks] == []
+    assert first["object"] == "chat.completion.chunk"
+
+
+async def test_stream_chat_closed_after_its_end_is_a_no_op() -> None:
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="The sky is blue."))
+        async with make_client(server.url) as client:
+            chunks = client.stream_chat(HELLO)
+            received = [chunk async for chunk in chunks]
+            await chunks.aclose()
+            await chunks.aclose()
+            assert client.connections_in_use == 0
+    assert _text(received) == "The sky is blue."

@@ -10,7 +10,7 @@ Example:
 """
 
 from llmtap._accumulate import Accumulator
-from llmtap._client import LLMClient
+from llmtap._client import ChunkStream, LLMClient
 from llmtap._config import ConfigFileError, LLMConfig
 from llmtap._errors import (
     LLMConnectionError,
@@ -50,6 +50,7 @@ __all__ = [
     "Accumulator",
     "ChatResult",
     "ChatStream",
+    "ChunkStream",
     "ConfigFileError",
     "EndpointStats",
     "FinishEvent",

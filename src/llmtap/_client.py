@@ -12,7 +12,14 @@ import base64
 import math
 import ssl
 import struct
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -24,7 +31,6 @@ from llmtap._dialects import Dialect, MessageLike, build_payload, guess_server
 from llmtap._errors import (
     LLMError,
     LLMResponseError,
-    LLMStreamInterrupted,
     LLMUsageError,
     register_secret,
     scrub,
@@ -131,6 +137,83 @@ class Attempt:
         finally:
             if self._exchange is not None:
                 self._exchange.close()
+
+
+class ChunkStream:
+    """What :meth:`LLMClient.stream_chat` gives: the answer's chunk dicts, as an async
+    iterator (and an async context manager that closes it).
+
+    The first ``__anext__`` sends the request, retrying before any output; every later one
+    hands back the body reader's own ``__anext__``, so that a chunk passes through no
+    generator but the reader (every ``async for`` layer costs CPU per token). The reader
+    turns a failure after output into :class:`LLMStreamInterrupted` itself.
+    """
+
+    __slots__ = ("_client", "_closed", "_exchange", "_max_retries", "_reader", "_request")
+
+    def __init__(self, client: LLMClient, request: ChatRequest, max_retries: int) -> None:
+        self._client = client
+        self._request = request
+        self._max_retries = max_retries
+        self._exchange: Exchange | None = None
+        self._reader: AsyncGenerator[dict[str, Any], None] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Awaitable[dict[str, Any]]:
+        reader = self._reader
+        if reader is not None:
+            return reader.__anext__()
+        return self._first()
+
+    async def _first(self) -> dict[str, Any]:
+        """Send the request (retrying failures, all of which came before any output) and
+        give the first chunk; from then on the reader serves ``__anext__``."""
+        if self._closed:
+            raise StopAsyncIteration
+        client = self._client
+        request = self._request
+        retries = client._retries(
+            request.url, total_at=client._total_deadline(), max_retries=self._max_retries
+        )
+        while True:
+            try:
+                exchange = await client._send(
+                    "POST", request.url, request.body, total_at=retries.total_at
+                )
+                reader = exchange.read_chunks(interrupted=True)
+                try:
+                    chunk = await reader.__anext__()
+                except BaseException:
+                    exchange.close()
+                    raise
+            except LLMError as error:
+                if request.drop_rejected_stream_options(error):
+                    client._no_stream_options.add(request.url)
+                    continue
+                await retries.wait_or_raise(error)
+                continue
+            self._exchange, self._reader = exchange, reader
+            return chunk
+
+    async def aclose(self) -> None:
+        """Stop reading and give the connection back. Safe to call more than once."""
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            try:
+                await reader.aclose()
+            finally:
+                if self._exchange is not None:
+                    self._exchange.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class LLMClient:
@@ -453,7 +536,7 @@ class LLMClient:
         messages: Iterable[MessageLike],
         tools: Sequence[Any] | None = None,
         **params: Any,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ChunkStream:
         """Stream one chat completion, yielding each chunk dict as the server sent it.
 
         No retries (see :meth:`stream_chat_with_retry`). Error objects inside the stream are
@@ -479,7 +562,7 @@ class LLMClient:
         messages: Iterable[MessageLike],
         tools: Sequence[Any] | None = None,
         **params: Any,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ChunkStream:
         """Like :meth:`stream_chat`, retrying transient failures before any output.
 
         Connection failures, timeouts and statuses 408, 409, 429, 500, 502, 503 and 504 are
@@ -491,33 +574,8 @@ class LLMClient:
         request = self._request(messages, tools, params, stream=True)
         return self._chunks(request, max_retries=self._config.max_retries)
 
-    async def _chunks(
-        self, request: ChatRequest, *, max_retries: int
-    ) -> AsyncIterator[dict[str, Any]]:
-        retries = self._retries(
-            request.url, total_at=self._total_deadline(), max_retries=max_retries
-        )
-        delivered = 0
-        text_parts: list[str] = []
-        while True:
-            try:
-                async with self._attempt(request, retries.total_at) as chunks:
-                    async for chunk in chunks:
-                        delivered += 1
-                        content = _chunk_text(chunk)
-                        if content:
-                            text_parts.append(content)
-                        yield chunk
-                return
-            except LLMError as error:
-                if delivered:
-                    raise LLMStreamInterrupted.after(
-                        error, "".join(text_parts), delivered
-                    ) from error
-                if request.drop_rejected_stream_options(error):
-                    self._no_stream_options.add(request.url)
-                    continue
-                await retries.wait_or_raise(error)
+    def _chunks(self, request: ChatRequest, *, max_retries: int) -> ChunkStream:
+        return ChunkStream(self, request, max_retries)
 
     def stream(
         self,
@@ -912,22 +970,6 @@ class Retries:
             raise error
         self.attempt += 1
         await client._pause_before_retry(error, self.attempt, self.max_retries, wait, self.url)
-
-
-def _chunk_text(chunk: dict[str, Any]) -> str | None:
-    """The text content a raw chunk carries (OpenAI-style or Ollama native); ``None`` when
-    it carries none, or carries something other than text where text belongs."""
-    try:
-        choices = chunk.get("choices")
-        if choices:
-            delta = choices[0].get("delta")
-            content = delta.get("content") if delta else None
-        else:
-            message = chunk.get("message")
-            content = message.get("content") if isinstance(message, dict) else None
-    except (AttributeError, TypeError, KeyError, IndexError):
-        return None
-    return content if type(content) is str else None
 
 
 def _tool_schema(tool: Any) -> Mapping[str, Any]:

@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from llmtap import _retry
-from llmtap._client import _chunk_text, _read_embeddings
+from llmtap._client import _read_embeddings
 from llmtap._dialects import Dialect, MessageLike
 from llmtap._errors import LLMError, LLMResponseError, LLMStreamInterrupted
 from llmtap._log import get_logger
 from llmtap._results import ChatResult, StreamEvent
 from llmtap._router_endpoint import Endpoint, RetryBudget, model_gone
 from llmtap._stream import RESUMABLE_SERVERS, ChatStream, Progress
+from llmtap._transport import chunk_text
 
 if TYPE_CHECKING:
     from llmtap._client import ChatRequest
@@ -278,7 +279,7 @@ async def routed_chunks(
             with call.attempt(endpoint) as attempt:
                 async with client._attempt(request, call.deadline) as chunks:
                     async for chunk in chunks:
-                        content = _chunk_text(chunk)
+                        content = chunk_text(chunk)
                         if content:
                             text_parts.append(content)
                             attempt.output(loop.time())

@@ -21,6 +21,7 @@ from llmtap._errors import (
     LLMRateLimitError,
     LLMResponseError,
     LLMStreamError,
+    LLMStreamInterrupted,
     LLMTimeoutError,
 )
 from llmtap._ndjson import NDJSONDecoder
@@ -29,7 +30,7 @@ from llmtap._sse import SSEDecoder
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["Exchange", "request_id_of", "stream_error", "transport_error"]
+__all__ = ["Exchange", "chunk_text", "request_id_of", "stream_error", "transport_error"]
 
 #: Most bytes of an error body read and parsed.
 MAX_ERROR_BODY = 64 * 1024
@@ -148,6 +149,22 @@ def stream_error(obj: Any, method: str, url: str, request_id: str | None) -> LLM
         url=url,
         request_id=request_id,
     )
+
+
+def chunk_text(chunk: dict[str, Any]) -> str | None:
+    """The text content a raw chunk carries (OpenAI-style or Ollama native); ``None`` when
+    it carries none, or carries something other than text where text belongs."""
+    try:
+        choices = chunk.get("choices")
+        if choices:
+            delta = choices[0].get("delta")
+            content = delta.get("content") if delta else None
+        else:
+            message = chunk.get("message")
+            content = message.get("content") if isinstance(message, dict) else None
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return None
+    return content if type(content) is str else None
 
 
 def _loads_or_text(data: bytes) -> Any:
@@ -380,9 +397,10 @@ class Exchange:
             **self._error_fields(),
         )
 
-    def read_chunks(self) -> AsyncGenerator[dict[str, Any], None]:
+    def read_chunks(self, *, interrupted: bool = False) -> AsyncGenerator[dict[str, Any], None]:
         """The body decoded into chunk dicts as the server sent them. The caller closes the
-        exchange when it is done with them (:meth:`close`), however that ends.
+        exchange when it is done with them (:meth:`close`), however that ends; a streamed
+        body's reader also closes it when it ends or is closed.
 
         Error objects in the stream (``data: {"error": ...}``, ``event: error``, old
         llama.cpp ``error:`` lines, Ollama native ``{"error": ...}`` lines) raise
@@ -391,6 +409,12 @@ class Exchange:
         ``[DONE]`` that no ``finish_reason`` preceded (llama-cpp-python ends an answer cut
         short by a newer request that way). A whole JSON answer (a server that ignored
         ``stream: true``) is yielded as one chunk.
+
+        Args:
+            interrupted: Once a chunk has been yielded, raise any failure as
+                :class:`LLMStreamInterrupted` carrying the text delivered so far (what
+                ``stream_chat`` promises), rather than as itself. Done here, not in a
+                generator around this one, because each such layer costs CPU per token.
         """
         content_type = self._content_type()
         if content_type in _JSON_TYPES:
@@ -398,9 +422,10 @@ class Exchange:
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type)
         self._arm()
+        partial: list[str] | None = [] if interrupted else None
         if content_type == "application/x-ndjson":
-            return self._read_ndjson()
-        return self._read_sse()
+            return self._read_ndjson(partial)
+        return self._read_sse(partial)
 
     async def _whole_json(self) -> AsyncGenerator[dict[str, Any], None]:
         obj = await self.read_json()
@@ -431,7 +456,7 @@ class Exchange:
             raise stream_error(chunk, self.method, self.url, self.request_id)
         return chunk
 
-    async def _read_sse(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def _read_sse(self, partial: list[str] | None) -> AsyncGenerator[dict[str, Any], None]:
         # The per-token hot path: one read usually carries one event, taken whole by
         # ``lone_data`` without splitting lines or building an event object.
         # Bound methods are not kept in locals: each would be one more object per stream
@@ -442,37 +467,46 @@ class Exchange:
         errors = transport_errors()
         finished = False
         chunks = 0
-        while True:
-            self.wait_since = loop.time()
-            try:
-                data = await content.readany()
-            except errors as exc:
-                raise self._read_error(exc) from exc
-            self.wait_since = None
-            lone = decoder.lone_data(data)
-            for raw in (lone,) if lone is not None else self._payloads(decoder, data):
-                if not isinstance(raw, bytes):
-                    raise raw
-                if raw.startswith(b"[DONE]"):
-                    if not finished:
-                        raise self._cut_short("[DONE] came before any finish_reason", chunks)
-                    await self._drain()
-                    return
-                chunk = self._parse(raw)
-                choices = chunk.get("choices")
-                if choices and not finished:
-                    try:
-                        finished = bool(choices[0].get("finish_reason"))
-                    except (AttributeError, TypeError, KeyError, IndexError):
-                        raise self._unexpected_shape(raw) from None
-                if not chunks:
-                    self._first_chunk()
-                chunks += 1
-                yield chunk
-            if not data:
-                break
-        if not finished:
-            raise self._cut_short("no [DONE] and no finish_reason", chunks)
+        try:
+            while True:
+                self.wait_since = loop.time()
+                try:
+                    data = await content.readany()
+                except errors as exc:
+                    raise self._read_error(exc) from exc
+                self.wait_since = None
+                lone = decoder.lone_data(data)
+                for raw in (lone,) if lone is not None else self._payloads(decoder, data):
+                    if not isinstance(raw, bytes):
+                        raise raw
+                    if raw.startswith(b"[DONE]"):
+                        if not finished:
+                            raise self._cut_short("[DONE] came before any finish_reason", chunks)
+                        await self._drain()
+                        return
+                    chunk = self._parse(raw)
+                    choices = chunk.get("choices")
+                    if choices and not finished:
+                        try:
+                            finished = bool(choices[0].get("finish_reason"))
+                        except (AttributeError, TypeError, KeyError, IndexError):
+                            raise self._unexpected_shape(raw) from None
+                    if not chunks:
+                        self._first_chunk()
+                    if partial is not None and (text := chunk_text(chunk)):
+                        partial.append(text)
+                    chunks += 1
+                    yield chunk
+                if not data:
+                    break
+            if not finished:
+                raise self._cut_short("no [DONE] and no finish_reason", chunks)
+        except LLMError as error:
+            if partial is None or not chunks:
+                raise
+            raise LLMStreamInterrupted.after(error, "".join(partial), chunks) from error
+        finally:
+            self.close()
 
     def _payloads(self, decoder: SSEDecoder, data: bytes) -> list[bytes | LLMResponseError]:
         """The data of the events ``data`` completes (all that is left, at the end of the
@@ -484,31 +518,40 @@ class Exchange:
             for event in (decoder.feed(data) if data else decoder.close())
         ]
 
-    async def _read_ndjson(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def _read_ndjson(self, partial: list[str] | None) -> AsyncGenerator[dict[str, Any], None]:
         decoder = NDJSONDecoder(self.config.max_line_bytes)
         content = self.response.content
         loop = self._loop
         errors = transport_errors()
         chunks = 0
-        while True:
-            self.wait_since = loop.time()
-            try:
-                data = await content.readany()
-            except errors as exc:
-                raise self._read_error(exc) from exc
-            self.wait_since = None
-            for line in decoder.feed(data) if data else decoder.close():
-                chunk = self._parse(line)
-                if not chunks:
-                    self._first_chunk()
-                chunks += 1
-                yield chunk
-                if chunk.get("done"):
-                    await self._drain()
-                    return
-            if not data:
-                break
-        raise self._cut_short("no line with done: true", chunks)
+        try:
+            while True:
+                self.wait_since = loop.time()
+                try:
+                    data = await content.readany()
+                except errors as exc:
+                    raise self._read_error(exc) from exc
+                self.wait_since = None
+                for line in decoder.feed(data) if data else decoder.close():
+                    chunk = self._parse(line)
+                    if not chunks:
+                        self._first_chunk()
+                    if partial is not None and (text := chunk_text(chunk)):
+                        partial.append(text)
+                    chunks += 1
+                    yield chunk
+                    if chunk.get("done"):
+                        await self._drain()
+                        return
+                if not data:
+                    break
+            raise self._cut_short("no line with done: true", chunks)
+        except LLMError as error:
+            if partial is None or not chunks:
+                raise
+            raise LLMStreamInterrupted.after(error, "".join(partial), chunks) from error
+        finally:
+            self.close()
 
     def _unexpected_shape(self, raw: bytes) -> LLMStreamError:
         return LLMStreamError(
