@@ -31,6 +31,7 @@ from llmtap._results import (
     ToolCallDelta,
     Usage,
     UsageEvent,
+    trusted,
 )
 
 __all__ = ["Accumulator"]
@@ -299,37 +300,47 @@ class Accumulator:
             LLMStreamError: The chunk is a server error object, or not shaped as a chunk of
                 this dialect (``"choices": 5``, a number as ``content``, ...).
         """
+        # The per-token path: one method call, and for the usual chunk (one choice whose
+        # delta is text alone) a handful of dict lookups.
         try:
-            return self._feed(chunk)
+            self._chunks += 1
+            if chunk.get("error") is not None:
+                detail = _excerpt(orjson.dumps(chunk["error"], default=repr).decode())
+                raise LLMStreamError(f"server error object reached the accumulator: {detail}")
+            if self._model is None:
+                model = chunk.get("model")
+                if isinstance(model, str) and model:
+                    self._model = model
+            events: list[StreamEvent] = []
+            if self._native:
+                self._feed_native(chunk, events)
+                return events
+            choices = chunk.get("choices")
+            if choices:
+                for choice in choices:
+                    if choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta")
+                    if delta and len(delta) == 1 and type(text := delta.get("content")) is str:
+                        if text:
+                            self._text.append(text)
+                            events.append(TextDelta(text))
+                    elif delta:
+                        self._feed_delta(delta, events)
+                    reason = choice.get("finish_reason")
+                    if reason:
+                        _expect_str("finish_reason", reason)
+                        self._finish(reason, events)
+            usage = chunk.get("usage")
+            if usage:
+                counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+                self._set_usage((*counts, usage.get("total_tokens")), events)
+            return events
         except (AttributeError, TypeError, KeyError, IndexError) as exc:
             raise LLMStreamError(
                 f"The server sent a chunk of an unexpected shape ({exc}): "
                 f"{_excerpt(orjson.dumps(chunk, default=repr).decode())!r}"
             ) from None
-
-    def _feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
-        self._chunks += 1
-        if chunk.get("error") is not None:
-            detail = _excerpt(orjson.dumps(chunk["error"], default=repr).decode())
-            raise LLMStreamError(f"server error object reached the accumulator: {detail}")
-        if self._model is None:
-            model = chunk.get("model")
-            if isinstance(model, str) and model:
-                self._model = model
-        events: list[StreamEvent] = []
-        if self._native:
-            self._feed_native(chunk, events)
-            return events
-        choices = chunk.get("choices")
-        if choices:
-            for choice in choices:
-                if choice.get("index", 0) == 0:
-                    self._feed_choice(choice, choice.get("delta"), events)
-        usage = chunk.get("usage")
-        if usage:
-            counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
-            self._set_usage((*counts, usage.get("total_tokens")), events)
-        return events
 
     def feed_completion(self, body: dict[str, Any]) -> list[StreamEvent]:
         """Take a whole non-streaming response; same events and state as its stream would give.
@@ -352,46 +363,40 @@ class Accumulator:
             ]
         return self.feed(chunk)
 
-    def _feed_choice(
-        self, choice: dict[str, Any], delta: dict[str, Any] | None, events: list[StreamEvent]
-    ) -> None:
-        if delta:
-            reasoning = delta.get("reasoning")
-            other = delta.get("reasoning_content")
-            if reasoning:
-                _expect_str("reasoning", reasoning)
-                self._reasoning.append(reasoning)
-                events.append(ReasoningDelta(reasoning))
-            if other and other != reasoning:
-                _expect_str("reasoning_content", other)
-                self._reasoning.append(other)
-                events.append(ReasoningDelta(other))
-            content = delta.get("content")
-            if content:
-                _expect_str("content", content)
-                self._text.append(content)
-                events.append(TextDelta(content))
-            tool_calls = delta.get("tool_calls")
-            if tool_calls:
-                add = self._tools().add
-                for piece in tool_calls:
-                    function = piece.get("function") or {}
-                    event = add(
-                        piece.get("index"),
-                        piece.get("id"),
-                        function.get("name"),
-                        function.get("arguments"),
-                    )
-                    if event is not None:
-                        events.append(event)
-            elif function := delta.get("function_call"):  # legacy; ignored beside tool_calls
-                event = self._tools().add(0, None, function.get("name"), function.get("arguments"))
+    def _feed_delta(self, delta: dict[str, Any], events: list[StreamEvent]) -> None:
+        """A delta other than text alone: reasoning, text, tool call pieces."""
+        reasoning = delta.get("reasoning")
+        other = delta.get("reasoning_content")
+        if reasoning:
+            _expect_str("reasoning", reasoning)
+            self._reasoning.append(reasoning)
+            events.append(ReasoningDelta(reasoning))
+        if other and other != reasoning:
+            _expect_str("reasoning_content", other)
+            self._reasoning.append(other)
+            events.append(ReasoningDelta(other))
+        content = delta.get("content")
+        if content:
+            _expect_str("content", content)
+            self._text.append(content)
+            events.append(TextDelta(content))
+        tool_calls = delta.get("tool_calls")
+        if tool_calls:
+            add = self._tools().add
+            for piece in tool_calls:
+                function = piece.get("function") or {}
+                event = add(
+                    piece.get("index"),
+                    piece.get("id"),
+                    function.get("name"),
+                    function.get("arguments"),
+                )
                 if event is not None:
                     events.append(event)
-        reason = choice.get("finish_reason")
-        if reason:
-            _expect_str("finish_reason", reason)
-            self._finish(reason, events)
+        elif function := delta.get("function_call"):  # legacy; ignored beside tool_calls
+            event = self._tools().add(0, None, function.get("name"), function.get("arguments"))
+            if event is not None:
+                events.append(event)
 
     def _finish(self, reason: str, events: list[StreamEvent]) -> None:
         if reason != self._finish_reason:
@@ -443,8 +448,8 @@ class Accumulator:
         key = (prompt, completion, total)
         if key != self._usage_key:
             self._usage_key = key
-            self._usage = Usage.model_construct(
-                prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
+            self._usage = trusted(
+                Usage, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
             )
             events.append(UsageEvent(self._usage))
 
@@ -473,12 +478,14 @@ class Accumulator:
             self._tool_state.build(self._finish_reason) if self._tool_state is not None else ()
         )
         # Built from values this class produced and checked: no validation pass needed.
-        message = Message.model_construct(
+        message = trusted(
+            Message,
             role="assistant",
             content=None if not text and tool_calls else text,
             tool_calls=tool_calls or None,
         )
-        return ChatResult.model_construct(
+        return trusted(
+            ChatResult,
             message=message,
             text=text,
             reasoning="".join(self._reasoning),

@@ -37,7 +37,7 @@ from llmtap._errors import (
 )
 from llmtap._log import get_logger
 from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
-from llmtap._results import ChatResult, Timings
+from llmtap._results import ChatResult, Timings, trusted
 from llmtap._stream import ChatStream, ClientStream
 from llmtap._transport import Exchange, timeout_error, transport_error, transport_errors
 
@@ -666,7 +666,8 @@ class LLMClient:
         elif usage and usage.completion_tokens and first_at is not None and ended > first_at:
             tokens_per_second = usage.completion_tokens / (ended - first_at)
         load = metrics.get("load_duration")
-        timings = Timings.model_construct(
+        timings = trusted(
+            Timings,
             time_to_first_token=None if first_at is None else first_at - started,
             total=ended - started,
             tokens_per_second=tokens_per_second,

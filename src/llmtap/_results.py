@@ -7,7 +7,7 @@ pydantic models (``ChatResult``, ``Usage``, ``Timings``) are built once per answ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -23,7 +23,53 @@ __all__ = [
     "ToolCallDelta",
     "Usage",
     "UsageEvent",
+    "trusted",
 ]
+
+_M = TypeVar("_M", bound=BaseModel)
+#: Per model class: every field in declaration order, holding its default (or, for a
+#: required field, a placeholder the caller always overwrites); ``None`` when the class is
+#: not plain enough for :func:`trusted` (aliases, post-init, extra fields, factories).
+_TEMPLATES: dict[type[BaseModel], dict[str, Any] | None] = {}
+
+
+def _template(cls: type[BaseModel]) -> dict[str, Any] | None:
+    if cls.__pydantic_post_init__ or cls.__pydantic_root_model__:
+        return None
+    if cls.model_config.get("extra") == "allow":
+        return None
+    template: dict[str, Any] = {}
+    for name, field in cls.__pydantic_fields__.items():
+        if field.alias is not None or field.validation_alias is not None:
+            return None
+        if field.default_factory is not None:
+            return None
+        template[name] = None if field.is_required() else field.default
+    return template
+
+
+def trusted(cls: type[_M], **values: Any) -> _M:
+    """``cls.model_construct(**values)``, for values this package built and checked, and
+    which include every required field.
+
+    The same model (same fields, defaults, ``model_fields_set``, order), built without
+    ``model_construct``'s per-field walk over aliases and defaults: about a quarter of its
+    cost, and four models are built per answer. A class for which that walk matters
+    (aliases, post-init, extra fields, default factories) goes to ``model_construct``.
+    """
+    if cls not in _TEMPLATES:
+        _TEMPLATES[cls] = _template(cls)
+    template = _TEMPLATES[cls]
+    if template is None:
+        return cls.model_construct(**values)
+    fields = dict(template)
+    fields.update(values)
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", fields)
+    object.__setattr__(model, "__pydantic_fields_set__", set(values))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
 
 
 class Usage(BaseModel):
