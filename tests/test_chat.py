@@ -289,6 +289,49 @@ async def test_stream_interrupted_after_events_carries_partial_text(no_waits: No
     assert info.value.partial_text == "ab"
 
 
+async def test_result_after_an_interrupted_stream_is_a_usage_error(no_waits: None) -> None:
+    """Once iteration raised LLMStreamInterrupted, result() does not pretend the partial
+    answer was whole."""
+    async with TestServer(dialect="vllm") as server:
+        server.script(Reply(chunks=["a", "b", "c"], reset_after=3))
+        async with make_client(server.url) as client, client.stream(HELLO) as stream:
+            with pytest.raises(LLMStreamInterrupted) as info:
+                _ = [event async for event in stream]
+            with pytest.raises(LLMUsageError):
+                await stream.result()
+            assert client.connections_in_use == 0
+    assert info.value.partial_text == "ab"
+    assert info.value.chunks_received == 2
+
+
+async def test_timings_end_with_the_answer_not_with_the_call_to_result() -> None:
+    """The answer's total time is taken when its last chunk arrived, however long the caller
+    waits before asking for the result."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=["a", "b"], usage=(1, 2)))
+        async with make_client(server.url) as client, client.stream(HELLO) as stream:
+            pieces = [piece async for piece in stream.text()]
+            await asyncio.sleep(0.5)
+            result = await stream.result()
+    assert pieces == ["a", "b"]
+    assert result.timings is not None
+    assert result.timings.total is not None
+    assert result.timings.total < 0.5
+
+
+async def test_stream_closed_part_way_gives_the_connection_back_and_ends() -> None:
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=[f"w{i} " for i in range(40)], delay_between=0.02))
+        async with make_client(server.url) as client:
+            stream = client.stream(HELLO)
+            first = [await anext(aiter(stream)), await anext(stream)]
+            await stream.aclose()
+            assert client.connections_in_use == 0
+            with pytest.raises(StopAsyncIteration):
+                await anext(stream)
+    assert first == [TextDelta("w0 "), TextDelta("w1 ")]
+
+
 async def test_retry_before_first_event_is_invisible(no_waits: None) -> None:
     """A 503 before anything was delivered is retried inside stream()."""
     async with TestServer(dialect="llamacpp") as server:

@@ -39,7 +39,13 @@ from llmtap._log import get_logger
 from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
 from llmtap._results import ChatResult, Timings, trusted
 from llmtap._stream import ChatStream, ClientStream
-from llmtap._transport import Exchange, timeout_error, transport_error, transport_errors
+from llmtap._transport import (
+    ChunkSink,
+    Exchange,
+    timeout_error,
+    transport_error,
+    transport_errors,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -106,28 +112,40 @@ class ChatRequest:
 
 class Attempt:
     """One streaming attempt, as an async context manager: entering sends the request and
-    gives the body's chunk dicts; leaving closes the reader and the exchange.
+    gives the body's reader (chunk dicts, or what ``sink`` makes of them; see
+    :meth:`Exchange.read_chunks`); leaving closes the reader and the exchange.
 
-    The chunks are the reader itself, not a generator around it: every layer an ``async for``
-    passes through costs CPU per token. (A class rather than ``@asynccontextmanager``: two
-    objects fewer per stream, which a thousand concurrent streams feel in garbage collection.)
+    What is given is the reader itself, not a generator around it: every layer an
+    ``async for`` passes through costs CPU per token. (A class rather than
+    ``@asynccontextmanager``: two objects fewer per stream, which a thousand concurrent
+    streams feel in garbage collection.)
     """
 
-    __slots__ = ("_chunks", "_client", "_exchange", "_request", "_total_at")
+    __slots__ = ("_chunks", "_client", "_interrupted", "_request", "_sink", "_total_at", "exchange")
 
-    def __init__(self, client: LLMClient, request: ChatRequest, total_at: float) -> None:
+    def __init__(
+        self,
+        client: LLMClient,
+        request: ChatRequest,
+        total_at: float,
+        sink: ChunkSink | None = None,
+        interrupted: bool = False,
+    ) -> None:
         self._client = client
         self._request = request
         self._total_at = total_at
-        self._exchange: Exchange | None = None
-        self._chunks: AsyncGenerator[dict[str, Any], None] | None = None
+        self._sink = sink
+        self._interrupted = interrupted
+        #: The exchange, once the response has begun.
+        self.exchange: Exchange | None = None
+        self._chunks: AsyncGenerator[Any, None] | None = None
 
-    async def __aenter__(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def __aenter__(self) -> AsyncGenerator[Any, None]:
         request = self._request
-        self._exchange = exchange = await self._client._send(
+        self.exchange = exchange = await self._client._send(
             "POST", request.url, request.body, total_at=self._total_at
         )
-        self._chunks = chunks = exchange.read_chunks()
+        self._chunks = chunks = exchange.read_chunks(sink=self._sink, interrupted=self._interrupted)
         return chunks
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -135,8 +153,8 @@ class Attempt:
             if self._chunks is not None:
                 await self._chunks.aclose()
         finally:
-            if self._exchange is not None:
-                self._exchange.close()
+            if self.exchange is not None:
+                self.exchange.close()
 
 
 class ChunkStream:
@@ -185,7 +203,7 @@ class ChunkStream:
                 )
                 reader = exchange.read_chunks(interrupted=True)
                 try:
-                    chunk = await reader.__anext__()
+                    chunk: dict[str, Any] = await reader.__anext__()
                 except BaseException:
                     exchange.close()
                     raise
@@ -387,10 +405,17 @@ class LLMClient:
                 _log.debug("stale_connection", url=url, error=type(exc).__name__)
         raise AssertionError("unreachable")
 
-    def _attempt(self, request: ChatRequest, total_at: float) -> Attempt:
+    def _attempt(
+        self,
+        request: ChatRequest,
+        total_at: float,
+        sink: ChunkSink | None = None,
+        *,
+        interrupted: bool = False,
+    ) -> Attempt:
         """One streaming attempt: ``async with client._attempt(...) as chunks`` sends the
-        request and gives the body's chunk dicts (or the specific error; no retries)."""
-        return Attempt(self, request, total_at)
+        request and gives the body's reader (or the specific error; no retries)."""
+        return Attempt(self, request, total_at, sink, interrupted)
 
     async def _post_json(
         self, url: str, payload: dict[str, Any], *, chat: bool, total_at: float = math.inf
@@ -655,9 +680,12 @@ class LLMClient:
         started: float,
         first_at: float | None,
         guessed: ServerKind | None,
+        ended: float | None = None,
     ) -> ChatResult:
-        """Build the ``ChatResult``: timings, server kind, and Ollama's truncation warning."""
-        ended = asyncio.get_running_loop().time()
+        """Build the ``ChatResult``: timings, server kind, and Ollama's truncation warning.
+        ``ended``: when the answer had been read (default: now)."""
+        if ended is None:
+            ended = asyncio.get_running_loop().time()
         metrics = accumulator.ollama_metrics
         usage = accumulator.usage
         tokens_per_second: float | None = None

@@ -212,7 +212,7 @@ class RouterStream(ChatStream):
                 if broken is None:
                     raise
                 raise LLMStreamInterrupted.after(
-                    broken, progress.accumulator.text, self._delivered
+                    broken, progress.text, progress.delivered
                 ) from broken
             client = endpoint.client
             request = call.request(endpoint, self._messages, self._tools, self._params, stream=True)
@@ -221,25 +221,24 @@ class RouterStream(ChatStream):
                 if kind not in RESUMABLE_SERVERS or request.dialect != dialect:
                     call.unused(endpoint)
                     raise LLMStreamInterrupted.after(
-                        broken, progress.accumulator.text, self._delivered
+                        broken, progress.text, progress.delivered
                     ) from broken
                 request = request.continuation(progress.accumulator.text, kind)
             else:
-                progress, dialect = Progress(request.dialect), request.dialect
+                progress = Progress(request.dialect, quiet=not self._exposed)
+                dialect = request.dialect
             broken = None
             self._endpoint = endpoint.name
             try:
                 with call.attempt(endpoint) as attempt:
                     progress.on_output = attempt.output
-                    async with client._attempt(request, call.deadline) as chunks:
-                        async for chunk in chunks:
-                            for event in progress.take(chunk):
-                                self._delivered += 1
-                                yield event
+                    async with client._attempt(request, call.deadline, progress) as events:
+                        async for event in events:
+                            yield event
                 break
             except LLMError as error:
                 accumulator = progress.accumulator
-                if self._delivered:
+                if progress.delivered:
                     if (
                         self._resume
                         and accumulator.text
@@ -248,7 +247,7 @@ class RouterStream(ChatStream):
                     ):
                         broken = error
                         continue
-                    self._after_output(error, accumulator)
+                    self._after_output(error, progress)
                 elif request.drop_rejected_stream_options(error):
                     client._no_stream_options.add(request.url)
                     call.again(endpoint)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Self
 
 from llmtap import _retry
 from llmtap._accumulate import Accumulator
@@ -45,7 +45,7 @@ class ChatStream:
         >>> print(result.usage, result.timings)
     """
 
-    __slots__ = ("_delivered", "_events", "_exposed", "_result", "_resume")
+    __slots__ = ("_events", "_exposed", "_reader", "_result", "_resume")
 
     def __init__(self, *, resume: bool = False, exposed: bool = True) -> None:
         self._resume = resume
@@ -53,8 +53,9 @@ class ChatStream:
         #: result does (``chat()``): then a failure mid-stream can be retried from scratch.
         self._exposed = exposed
         self._events: AsyncGenerator[StreamEvent, None] | None = None
+        #: While set, the body reader that serves ``__anext__`` directly (see ``_run``).
+        self._reader: AsyncGenerator[StreamEvent, None] | None = None
         self._result: ChatResult | None = None
-        self._delivered = 0
 
     async def __aenter__(self) -> ChatStream:
         return self
@@ -69,17 +70,26 @@ class ChatStream:
 
     async def aclose(self) -> None:
         """Stop reading and give the connection back. Safe to call more than once."""
+        self._reader = None
         if self._events is not None:
             await self._events.aclose()
 
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    def __aiter__(self) -> Self:
         if self._events is not None:
             raise LLMUsageError(
                 "a ChatStream can be iterated only once; use `await stream.result()` for the "
                 "whole answer"
             )
         self._events = self._run()
-        return self._events
+        return self
+
+    def __anext__(self) -> Awaitable[StreamEvent]:
+        reader = self._reader
+        if reader is not None:
+            return reader.__anext__()
+        if self._events is None:
+            raise LLMUsageError("iterate the stream with `async for`")
+        return self._events.__anext__()
 
     async def text(self) -> AsyncIterator[str]:
         """The answer's text pieces as they arrive (other events are still accumulated)."""
@@ -97,6 +107,7 @@ class ChatStream:
             if self._events is None:
                 self._exposed = False  # nobody sees the events: a failure can start over
                 self._events = self._run()
+            self._reader = None
             async for _event in self._events:
                 pass
         if self._result is None:
@@ -104,29 +115,46 @@ class ChatStream:
         return self._result
 
     def _run(self) -> AsyncGenerator[StreamEvent, None]:
-        """The events of the answer, attempts and retries included; sets ``_result``."""
+        """The events of the answer, attempts and retries included; sets ``_result``.
+
+        A subclass may hand the body reader over (``_reader``) once the first event is out:
+        from then on ``__anext__`` takes events straight from it, and ``_run`` stays
+        suspended until ``result()`` or ``aclose()`` resumes it."""
         raise NotImplementedError
 
-    def _after_output(self, error: LLMError, accumulator: Accumulator) -> None:
+    def _after_output(self, error: LLMError, progress: Progress) -> None:
         """A failure after events were delivered, and no resume: a caller who saw them gets
         :class:`LLMStreamInterrupted`; if nobody saw them (``chat()``), they are forgotten and
         the answer starts over."""
         if self._exposed:
-            raise LLMStreamInterrupted.after(error, accumulator.text, self._delivered) from error
-        self._delivered = 0
+            raise LLMStreamInterrupted.after(error, progress.text, progress.delivered) from error
 
 
 class Progress:
-    """What one answer has gathered so far, across its attempts.
+    """What one answer has gathered so far, across its attempts; the sink its chunks go to
+    (see :meth:`Exchange.read_chunks`).
 
     Args:
         dialect: The dialect of the chunks.
+        quiet: Give no events back (``chat()``: nobody sees them), only accumulate.
     """
 
-    __slots__ = ("_dialect", "_loop", "accumulator", "first_at", "on_output", "server")
+    __slots__ = (
+        "_dialect",
+        "_loop",
+        "accumulator",
+        "delivered",
+        "first_at",
+        "on_output",
+        "quiet",
+        "server",
+    )
 
-    def __init__(self, dialect: Dialect = "openai") -> None:
+    def __init__(self, dialect: Dialect = "openai", *, quiet: bool = False) -> None:
         self.accumulator = Accumulator(dialect)
+        self.quiet = quiet
+        #: Events produced so far (delivered to the caller, unless quiet).
+        self.delivered = 0
         #: Called with the loop time of each output event (text, reasoning, a tool call
         #: piece), if set; the router sets it per attempt.
         self.on_output: Callable[[float], None] | None = None
@@ -137,16 +165,27 @@ class Progress:
         #: the first chunk, then from each finish chunk (llama.cpp and vLLM mark those).
         self.server: ServerKind | None = None
 
-    def take(self, chunk: dict[str, Any]) -> list[StreamEvent]:
-        """Feed one chunk to the accumulator and return its events, noting when output
-        began and which chunk may tell the server.
+    @property
+    def text(self) -> str:
+        """The answer's text so far."""
+        return self.accumulator.text
 
-        The streams call this inline, per chunk, rather than through a generator of their
-        own: each ``async for`` layer costs CPU per token.
-        """
+    def take(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
+        """Feed one chunk to the accumulator and return its events (none when quiet),
+        noting when output began and which chunk may tell the server."""
         events = self.accumulator.feed(chunk)
         if self.server is None:
             self.server = guess_server(self._dialect, chunk)
+        if events:
+            self.delivered += len(events)
+            # Events come in the order reasoning, text, tool calls, finish, usage: a chunk
+            # ending in text has no finish, and after the first output only the router
+            # wants to hear of more.
+            if self.first_at is None or self.on_output or type(events[-1]) is not TextDelta:
+                self._note(chunk, events)
+        return () if self.quiet else events
+
+    def _note(self, chunk: dict[str, Any], events: list[StreamEvent]) -> None:
         for event in events:
             kind = type(event)
             if kind is FinishEvent:
@@ -157,7 +196,6 @@ class Progress:
                     self.first_at = now
                 if self.on_output is not None:
                     self.on_output(now)
-        return events
 
 
 class ClientStream(ChatStream):
@@ -183,22 +221,31 @@ class ClientStream(ChatStream):
         started = asyncio.get_running_loop().time()
         retries = client._retries(request.url, total_at=client._total_deadline())
         max_retries = retries.max_retries
-        progress = Progress(request.dialect)
+        # A caller who iterates, with no resume to attempt, can take events straight from the
+        # body reader once the first is out: nothing is left for this generator to do per
+        # event, and the reader itself raises LLMStreamInterrupted after output. (Not for
+        # Ollama's native route, whose end-of-answer check belongs at the end of iteration.)
+        hand_over = self._exposed and not self._resume and request.dialect == "openai"
+        progress = Progress(request.dialect, quiet=not self._exposed)
         resumes = 0
         while True:
+            attempt = client._attempt(request, retries.total_at, progress, interrupted=hand_over)
             try:
-                async with client._attempt(request, retries.total_at) as chunks:
-                    async for chunk in chunks:
-                        for event in progress.take(chunk):
-                            self._delivered += 1
-                            yield event
+                async with attempt as events:
+                    async for event in events:
+                        if hand_over:
+                            hand_over = False
+                            self._reader = events
+                        yield event
+                    self._reader = None
+                    exchange = attempt.exchange
+                    if exchange is None or exchange.ended_at is None:
+                        return  # the handed-over reader failed; its caller has the error
+                    ended = exchange.ended_at
                 break
             except LLMError as error:
-                accumulator = progress.accumulator
-                if self._delivered:
-                    continued = self._continuation(
-                        error, accumulator, request, progress.server, resumes
-                    )
+                if progress.delivered:
+                    continued = self._continuation(error, progress, request, resumes)
                     if continued is not None:
                         await client._pause_before_retry(
                             error,
@@ -210,23 +257,23 @@ class ClientStream(ChatStream):
                         )
                         request, resumes = continued, resumes + 1
                         continue
-                    self._after_output(error, accumulator)
+                    self._after_output(error, progress)
                 elif request.drop_rejected_stream_options(error):
                     client._no_stream_options.add(request.url)
                     continue
                 await retries.wait_or_raise(error)
-                progress = Progress(request.dialect)
+                progress = Progress(request.dialect, quiet=not self._exposed)
         self._result = await client._finish(
-            progress.accumulator, request, started, progress.first_at, progress.server
+            progress.accumulator,
+            request,
+            started,
+            progress.first_at,
+            progress.server,
+            ended,
         )
 
     def _continuation(
-        self,
-        error: LLMError,
-        accumulator: Accumulator,
-        request: ChatRequest,
-        guessed: ServerKind | None,
-        resumes: int,
+        self, error: LLMError, progress: Progress, request: ChatRequest, resumes: int
     ) -> ChatRequest | None:
         """The request that continues the partial answer, when resuming is allowed: asked
         for, resumes left, text delivered and no tool call begun, a server known to continue
@@ -234,11 +281,12 @@ class ClientStream(ChatStream):
         client = self._client
         if not self._resume or resumes >= client.config.max_retries:
             return None
+        accumulator = progress.accumulator
         if accumulator.tool_calls_started or not accumulator.text:
             return None
         if isinstance(error, LLMResponseError) and not _retry.is_retryable(error):
             return None
-        server = client.server or guessed or guess_server(request.dialect, None)
+        server = client.server or progress.server or guess_server(request.dialect, None)
         if server not in RESUMABLE_SERVERS:
             return None
         return request.continuation(accumulator.text, server)

@@ -7,8 +7,8 @@ low-level failure leaves here as the most specific :class:`~llmtap.LLMError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -30,7 +30,14 @@ from llmtap._sse import SSEDecoder
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["Exchange", "chunk_text", "request_id_of", "stream_error", "transport_error"]
+__all__ = [
+    "ChunkSink",
+    "Exchange",
+    "chunk_text",
+    "request_id_of",
+    "stream_error",
+    "transport_error",
+]
 
 #: Most bytes of an error body read and parsed.
 MAX_ERROR_BODY = 64 * 1024
@@ -44,6 +51,19 @@ _DEADLINE_TEXT = {
     "idle": "The server went silent for longer than idle_timeout",
     "total": "The request took longer than total_timeout",
 }
+
+
+class ChunkSink(Protocol):
+    """Where a reader sends each chunk instead of yielding it (see ``read_chunks``)."""
+
+    def take(self, chunk: dict[str, Any]) -> Sequence[Any]:
+        """What to yield for ``chunk``, in order (possibly nothing)."""
+        ...
+
+    @property
+    def text(self) -> str:
+        """The text delivered so far."""
+        ...
 
 
 def transport_errors(*also: type[BaseException]) -> tuple[type[BaseException], ...]:
@@ -201,6 +221,7 @@ class Exchange:
         "_handle",
         "_loop",
         "config",
+        "ended_at",
         "got_first",
         "method",
         "request_id",
@@ -228,6 +249,8 @@ class Exchange:
         self._first_token_at = first_token_at
         self.total_at = total_at
         self.got_first = False
+        #: Loop time at which the whole answer had been read (``None`` until it has).
+        self.ended_at: float | None = None
         self.wait_since: float | None = None
         self._handle: asyncio.TimerHandle | None = None
 
@@ -397,10 +420,13 @@ class Exchange:
             **self._error_fields(),
         )
 
-    def read_chunks(self, *, interrupted: bool = False) -> AsyncGenerator[dict[str, Any], None]:
+    def read_chunks(
+        self, *, sink: ChunkSink | None = None, interrupted: bool = False
+    ) -> AsyncGenerator[Any, None]:
         """The body decoded into chunk dicts as the server sent them. The caller closes the
         exchange when it is done with them (:meth:`close`), however that ends; a streamed
-        body's reader also closes it when it ends or is closed.
+        body's reader also closes it when it ends or is closed. :attr:`ended_at` is set once
+        the whole answer has been read.
 
         Error objects in the stream (``data: {"error": ...}``, ``event: error``, old
         llama.cpp ``error:`` lines, Ollama native ``{"error": ...}`` lines) raise
@@ -411,25 +437,34 @@ class Exchange:
         ``stream: true``) is yielded as one chunk.
 
         Args:
-            interrupted: Once a chunk has been yielded, raise any failure as
-                :class:`LLMStreamInterrupted` carrying the text delivered so far (what
-                ``stream_chat`` promises), rather than as itself. Done here, not in a
-                generator around this one, because each such layer costs CPU per token.
+            sink: Each chunk goes to ``sink.take``, and what that returns is yielded in its
+                place (typed events; nothing at all for ``chat()``).
+            interrupted: Once something has been yielded, raise any failure as
+                :class:`LLMStreamInterrupted` carrying the text delivered so far (the
+                sink's ``text``, or the chunks' own), rather than as itself.
+
+        Both are done here, not in generators around this one, because each such layer
+        costs CPU per token.
         """
         content_type = self._content_type()
         if content_type in _JSON_TYPES:
-            return self._whole_json()
+            return self._whole_json(sink)
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type)
         self._arm()
-        partial: list[str] | None = [] if interrupted else None
         if content_type == "application/x-ndjson":
-            return self._read_ndjson(partial)
-        return self._read_sse(partial)
+            return self._read_ndjson(sink, interrupted)
+        return self._read_sse(sink, interrupted)
 
-    async def _whole_json(self) -> AsyncGenerator[dict[str, Any], None]:
+    async def _whole_json(self, sink: ChunkSink | None) -> AsyncGenerator[Any, None]:
         obj = await self.read_json()
-        yield completion_to_chunk(obj) if "choices" in obj else obj
+        self.ended_at = self._loop.time()
+        chunk = completion_to_chunk(obj) if "choices" in obj else obj
+        if sink is None:
+            yield chunk
+        else:
+            for item in sink.take(chunk):
+                yield item
 
     async def _not_an_llm_stream(self, content_type: str) -> AsyncGenerator[dict[str, Any], None]:
         raise await self._not_an_llm(content_type)
@@ -456,7 +491,9 @@ class Exchange:
             raise stream_error(chunk, self.method, self.url, self.request_id)
         return chunk
 
-    async def _read_sse(self, partial: list[str] | None) -> AsyncGenerator[dict[str, Any], None]:
+    async def _read_sse(
+        self, sink: ChunkSink | None, interrupted: bool
+    ) -> AsyncGenerator[Any, None]:
         # The per-token hot path: one read usually carries one event, taken whole by
         # ``lone_data`` without splitting lines or building an event object.
         # Bound methods are not kept in locals: each would be one more object per stream
@@ -465,8 +502,9 @@ class Exchange:
         content = self.response.content
         loop = self._loop
         errors = transport_errors()
+        partial: list[str] | None = [] if interrupted and sink is None else None
         finished = False
-        chunks = 0
+        chunks = delivered = 0
         try:
             while True:
                 self.wait_since = loop.time()
@@ -482,6 +520,7 @@ class Exchange:
                     if raw.startswith(b"[DONE]"):
                         if not finished:
                             raise self._cut_short("[DONE] came before any finish_reason", chunks)
+                        self.ended_at = loop.time()
                         await self._drain()
                         return
                     chunk = self._parse(raw)
@@ -493,18 +532,26 @@ class Exchange:
                             raise self._unexpected_shape(raw) from None
                     if not chunks:
                         self._first_chunk()
-                    if partial is not None and (text := chunk_text(chunk)):
-                        partial.append(text)
                     chunks += 1
-                    yield chunk
+                    if sink is None:
+                        if partial is not None and (text := chunk_text(chunk)):
+                            partial.append(text)
+                        delivered += 1
+                        yield chunk
+                    else:
+                        for item in sink.take(chunk):
+                            delivered += 1
+                            yield item
                 if not data:
                     break
             if not finished:
                 raise self._cut_short("no [DONE] and no finish_reason", chunks)
+            self.ended_at = loop.time()
         except LLMError as error:
-            if partial is None or not chunks:
+            if not interrupted or not delivered:
                 raise
-            raise LLMStreamInterrupted.after(error, "".join(partial), chunks) from error
+            text = "".join(partial) if partial is not None else sink.text if sink else ""
+            raise LLMStreamInterrupted.after(error, text, delivered) from error
         finally:
             self.close()
 
@@ -518,12 +565,15 @@ class Exchange:
             for event in (decoder.feed(data) if data else decoder.close())
         ]
 
-    async def _read_ndjson(self, partial: list[str] | None) -> AsyncGenerator[dict[str, Any], None]:
+    async def _read_ndjson(
+        self, sink: ChunkSink | None, interrupted: bool
+    ) -> AsyncGenerator[Any, None]:
         decoder = NDJSONDecoder(self.config.max_line_bytes)
         content = self.response.content
         loop = self._loop
         errors = transport_errors()
-        chunks = 0
+        partial: list[str] | None = [] if interrupted and sink is None else None
+        chunks = delivered = 0
         try:
             while True:
                 self.wait_since = loop.time()
@@ -536,20 +586,30 @@ class Exchange:
                     chunk = self._parse(line)
                     if not chunks:
                         self._first_chunk()
-                    if partial is not None and (text := chunk_text(chunk)):
-                        partial.append(text)
                     chunks += 1
-                    yield chunk
-                    if chunk.get("done"):
+                    done = chunk.get("done")
+                    if done:
+                        self.ended_at = loop.time()
+                    if sink is None:
+                        if partial is not None and (text := chunk_text(chunk)):
+                            partial.append(text)
+                        delivered += 1
+                        yield chunk
+                    else:
+                        for item in sink.take(chunk):
+                            delivered += 1
+                            yield item
+                    if done:
                         await self._drain()
                         return
                 if not data:
                     break
             raise self._cut_short("no line with done: true", chunks)
         except LLMError as error:
-            if partial is None or not chunks:
+            if not interrupted or not delivered:
                 raise
-            raise LLMStreamInterrupted.after(error, "".join(partial), chunks) from error
+            text = "".join(partial) if partial is not None else sink.text if sink else ""
+            raise LLMStreamInterrupted.after(error, text, delivered) from error
         finally:
             self.close()
 
