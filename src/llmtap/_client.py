@@ -110,6 +110,34 @@ class ChatRequest:
         return ChatRequest(self.dialect, self.url, payload)
 
 
+class _Expiry:
+    """A deadline for the current task: at ``when`` it cancels the task, and :meth:`took`
+    then tells that cancellation apart from any other (as ``asyncio.timeout_at`` does)."""
+
+    __slots__ = ("_cancelling", "_handle", "_task", "expired")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise LLMUsageError("llmtap must be used from inside an asyncio task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self.expired = False
+        self._handle = loop.call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
+
+    def took(self, exc: asyncio.CancelledError) -> bool:
+        """Whether ``exc`` is this deadline's own cancellation (and no one else's); if so, the
+        task's cancellation request is withdrawn."""
+        return self.expired and self._task.uncancel() <= self._cancelling
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
 class Attempt:
     """One streaming attempt, as an async context manager: entering sends the request and
     gives the body's reader (chunk dicts, or what ``sink`` makes of them; see
@@ -360,19 +388,21 @@ class LLMClient:
         first_token_at = loop.time() + config.first_token_timeout
         deadline = min(first_token_at, total_at)
         headers = {"Content-Type": "application/json"} if body is not None else None
+        # The headers' deadline: a bare timer that cancels this task (asyncio.timeout_at does
+        # the same with several times the bookkeeping, paid on every request).
+        expiry = _Expiry(loop, deadline)
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await self._request_once_more_if_stale(
-                    session, method, url, body, headers
-                )
-        except TimeoutError as exc:
-            if type(exc) is not TimeoutError:  # aiohttp's own connect timeouts subclass it
-                raise transport_error(exc, config, method, url, reading=False) from exc
+            response = await self._request_once_more_if_stale(session, method, url, body, headers)
+        except asyncio.CancelledError as exc:
+            if not expiry.took(exc):
+                raise
             if total_at < first_token_at:
-                raise timeout_error("total", config.total_timeout or 0.0, method, url) from exc
-            raise timeout_error("first_token", config.first_token_timeout, method, url) from exc
-        except transport_errors() as exc:
+                raise timeout_error("total", config.total_timeout or 0.0, method, url) from None
+            raise timeout_error("first_token", config.first_token_timeout, method, url) from None
+        except transport_errors(TimeoutError) as exc:  # aiohttp's connect timeouts included
             raise transport_error(exc, config, method, url, reading=False) from exc
+        finally:
+            expiry.cancel()
         exchange = Exchange(config, response, method, url, first_token_at, total_at)
         if response.status >= 300:
             raise await exchange.status_error()

@@ -224,7 +224,6 @@ class Exchange:
         "ended_at",
         "got_first",
         "method",
-        "request_id",
         "response",
         "total_at",
         "url",
@@ -245,7 +244,6 @@ class Exchange:
         self.response = response
         self.method = method
         self.url = url
-        self.request_id = request_id_of(response.headers)
         self._first_token_at = first_token_at
         self.total_at = total_at
         self.got_first = False
@@ -254,14 +252,21 @@ class Exchange:
         self.wait_since: float | None = None
         self._handle: asyncio.TimerHandle | None = None
 
+    @property
+    def request_id(self) -> str | None:
+        """The server's request id, for error messages (looked up only when one is made)."""
+        return request_id_of(self.response.headers)
+
     # --- deadlines ------------------------------------------------------------------------
 
     def _arm(self) -> None:
         if self._handle is None:
-            when = min(self._first_token_at, self.total_at)
-            self._handle = self._loop.call_at(when, self._fire)
+            when = min(self._first_token_at, self._loop.time() + self.config.idle_timeout)
+            self._handle = self._loop.call_at(min(when, self.total_at), self._fire)
 
     def _fire(self) -> None:
+        # The timer never sleeps past now + idle_timeout: when the first chunk arrives, the
+        # idle deadline takes over without the timer being moved (no per-answer re-arm).
         config = self.config
         now = self._loop.time()
         if now >= self.total_at:
@@ -271,7 +276,7 @@ class Exchange:
             if now >= self._first_token_at:
                 self._expire("first_token", config.first_token_timeout)
                 return
-            when = self._first_token_at
+            when = min(self._first_token_at, now + config.idle_timeout)
         elif self.wait_since is not None:
             when = self.wait_since + config.idle_timeout
             if now >= when:
@@ -282,13 +287,9 @@ class Exchange:
         self._handle = self._loop.call_at(min(when, self.total_at), self._fire)
 
     def _first_chunk(self) -> None:
-        """The first chunk arrived: from now on the idle deadline applies, so the timer armed
-        for the (much longer) first-token deadline is moved, once."""
+        """The first chunk arrived: from now on the idle deadline applies (the timer, never
+        set further than ``idle_timeout`` ahead, sees it at its next firing)."""
         self.got_first = True
-        if self._handle is not None:
-            self._handle.cancel()
-            when = min(self._loop.time() + self.config.idle_timeout, self.total_at)
-            self._handle = self._loop.call_at(when, self._fire)
 
     def _expire(self, deadline: str, timeout: float) -> None:
         self.response.content.set_exception(timeout_error(deadline, timeout, self.method, self.url))
@@ -478,18 +479,24 @@ class Exchange:
         try:
             chunk = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            raise LLMStreamError(
-                f"The server sent a chunk that is not JSON: {excerpt(raw)}",
-                **self._error_fields(),
-            ) from None
+            raise self._not_json(raw) from None
+        if type(chunk) is not dict or chunk.get("error") is not None:
+            raise self._bad_chunk(raw, chunk)
+        return chunk
+
+    def _not_json(self, raw: bytes) -> LLMStreamError:
+        return LLMStreamError(
+            f"The server sent a chunk that is not JSON: {excerpt(raw)}", **self._error_fields()
+        )
+
+    def _bad_chunk(self, raw: bytes, chunk: Any) -> LLMError:
+        """The error for a chunk that parsed but is not a JSON object, or is an error."""
         if type(chunk) is not dict:
-            raise LLMStreamError(
+            return LLMStreamError(
                 f"The server sent a chunk that is not a JSON object: {excerpt(raw)}",
                 **self._error_fields(),
             )
-        if chunk.get("error") is not None:
-            raise stream_error(chunk, self.method, self.url, self.request_id)
-        return chunk
+        return stream_error(chunk, self.method, self.url, self.request_id)
 
     async def _read_sse(
         self, sink: ChunkSink | None, interrupted: bool
@@ -501,6 +508,7 @@ class Exchange:
         decoder = SSEDecoder(self.config.max_line_bytes)
         content = self.response.content
         loop = self._loop
+        loads = orjson.loads
         errors = transport_errors()
         partial: list[str] | None = [] if interrupted and sink is None else None
         finished = False
@@ -523,19 +531,30 @@ class Exchange:
                         self.ended_at = loop.time()
                         await self._drain()
                         return
-                    chunk = self._parse(raw)
+                    try:
+                        chunk = loads(raw)
+                    except orjson.JSONDecodeError:
+                        raise self._not_json(raw) from None
+                    if type(chunk) is not dict or chunk.get("error") is not None:
+                        raise self._bad_chunk(raw, chunk)
                     choices = chunk.get("choices")
-                    if choices and not finished:
+                    if choices:
                         try:
-                            finished = bool(choices[0].get("finish_reason"))
+                            choice = choices[0]
+                            if not finished:
+                                finished = bool(choice.get("finish_reason"))
                         except (AttributeError, TypeError, KeyError, IndexError):
                             raise self._unexpected_shape(raw) from None
+                        if partial is not None and type(choice) is dict:
+                            delta = choice.get("delta")
+                            if type(delta) is dict:
+                                text = delta.get("content")
+                                if text and type(text) is str:
+                                    partial.append(text)
                     if not chunks:
                         self._first_chunk()
                     chunks += 1
                     if sink is None:
-                        if partial is not None and (text := chunk_text(chunk)):
-                            partial.append(text)
                         delivered += 1
                         yield chunk
                     else:
