@@ -82,7 +82,7 @@ SCENARIOS: dict[str, Scenario] = {
             "streams",
             "cpu_us_per_chunk",
             "µs/chunk",
-            {"streams": 1, "chunks": 20_000, "pace_ms": 0, "rounds": 3},
+            {"streams": 1, "chunks": 20_000, "pace_ms": 0, "rounds": 5},
             {"chunks": 5_000, "rounds": 2},
         ),
         Scenario(
@@ -91,7 +91,7 @@ SCENARIOS: dict[str, Scenario] = {
             "streams",
             "cpu_us_per_chunk",
             "µs/chunk",
-            {"streams": 200, "chunks": 100, "pace_ms": 0, "rounds": 3},
+            {"streams": 200, "chunks": 100, "pace_ms": 0, "rounds": 5},
             {"chunks": 40, "rounds": 1},
         ),
         Scenario(
@@ -120,7 +120,7 @@ SCENARIOS: dict[str, Scenario] = {
             "idle_pool",
             "cpu_ms_per_request",
             "ms/request",
-            {"pool": 200, "requests": 50, "chunks": 5, "rounds": 3},
+            {"pool": 200, "requests": 50, "chunks": 5, "rounds": 5},
             {"requests": 20, "rounds": 1},
         ),
         Scenario(
@@ -129,7 +129,7 @@ SCENARIOS: dict[str, Scenario] = {
             "idle_pool",
             "cpu_ms_per_request",
             "ms/request",
-            {"pool": 1, "requests": 50, "chunks": 5, "rounds": 3},
+            {"pool": 1, "requests": 50, "chunks": 5, "rounds": 5},
             {"requests": 20, "rounds": 1},
         ),
         Scenario(
