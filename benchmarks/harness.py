@@ -100,7 +100,7 @@ SCENARIOS: dict[str, Scenario] = {
             "streams",
             "cpu_us_per_chunk",
             "µs/chunk",
-            {"streams": 1000, "chunks": 20, "pace_ms": 0, "rounds": 3},
+            {"streams": 1000, "chunks": 20, "pace_ms": 0, "rounds": 2},
             {"streams": 500, "chunks": 10, "rounds": 1},
         ),
         Scenario(
