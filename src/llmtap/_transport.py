@@ -201,8 +201,9 @@ def _loads_or_text(data: bytes) -> Any:
 class Exchange:
     """A response whose headers have arrived, and the deadlines for reading its body.
 
-    Deadlines cost two attribute writes per read: one timer is armed at the earliest deadline
-    that could pass and re-armed lazily when it fires early; nothing is rescheduled per chunk.
+    Deadlines cost two attribute writes per read: one timer, armed once at the earliest
+    deadline that could pass (never further than ``idle_timeout`` ahead), looks at the state
+    when it fires and re-arms itself if nothing has expired; nothing is rescheduled per chunk.
     When a deadline passes, the pending read fails with :class:`LLMTimeoutError` and the
     connection is closed. Time the caller spends between reads never counts as server silence.
 
