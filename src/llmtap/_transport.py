@@ -187,6 +187,15 @@ def chunk_text(chunk: dict[str, Any]) -> str | None:
     return content if type(content) is str else None
 
 
+def _interrupted(
+    error: LLMError, delivered: int, partial: list[str] | None, sink: ChunkSink | None
+) -> LLMStreamInterrupted:
+    """A reader's failure after ``delivered`` items reached the caller, with the text they
+    carried: collected by the reader (``partial``) or known to the sink."""
+    text = "".join(partial) if partial is not None else sink.text if sink is not None else ""
+    return LLMStreamInterrupted.after(error, text, delivered)
+
+
 def _loads_or_text(data: bytes) -> Any:
     """An ``event: error`` payload: JSON if it parses, else its text."""
     try:
@@ -570,8 +579,7 @@ class Exchange:
         except LLMError as error:
             if not interrupted or not delivered:
                 raise
-            text = "".join(partial) if partial is not None else sink.text if sink else ""
-            raise LLMStreamInterrupted.after(error, text, delivered) from error
+            raise _interrupted(error, delivered, partial, sink) from error
         finally:
             self.close()
 
@@ -628,8 +636,7 @@ class Exchange:
         except LLMError as error:
             if not interrupted or not delivered:
                 raise
-            text = "".join(partial) if partial is not None else sink.text if sink else ""
-            raise LLMStreamInterrupted.after(error, text, delivered) from error
+            raise _interrupted(error, delivered, partial, sink) from error
         finally:
             self.close()
 
