@@ -368,18 +368,12 @@ class Accumulator:
         reasoning = delta.get("reasoning")
         other = delta.get("reasoning_content")
         if reasoning:
-            _expect_str("reasoning", reasoning)
-            self._reasoning.append(reasoning)
-            events.append(ReasoningDelta(reasoning))
+            self._add_reasoning("reasoning", reasoning, events)
         if other and other != reasoning:
-            _expect_str("reasoning_content", other)
-            self._reasoning.append(other)
-            events.append(ReasoningDelta(other))
+            self._add_reasoning("reasoning_content", other, events)
         content = delta.get("content")
         if content:
-            _expect_str("content", content)
-            self._text.append(content)
-            events.append(TextDelta(content))
+            self._add_text(content, events)
         tool_calls = delta.get("tool_calls")
         if tool_calls:
             add = self._tools().add
@@ -398,6 +392,16 @@ class Accumulator:
             if event is not None:
                 events.append(event)
 
+    def _add_text(self, text: Any, events: list[StreamEvent]) -> None:
+        _expect_str("content", text)
+        self._text.append(text)
+        events.append(TextDelta(text))
+
+    def _add_reasoning(self, field: str, text: Any, events: list[StreamEvent]) -> None:
+        _expect_str(field, text)
+        self._reasoning.append(text)
+        events.append(ReasoningDelta(text))
+
     def _finish(self, reason: str, events: list[StreamEvent]) -> None:
         if reason != self._finish_reason:
             self._finish_reason = reason
@@ -408,14 +412,10 @@ class Accumulator:
         if message:
             thinking = message.get("thinking")
             if thinking:
-                _expect_str("thinking", thinking)
-                self._reasoning.append(thinking)
-                events.append(ReasoningDelta(thinking))
+                self._add_reasoning("thinking", thinking, events)
             content = message.get("content")
             if content:
-                _expect_str("content", content)
-                self._text.append(content)
-                events.append(TextDelta(content))
+                self._add_text(content, events)
             # Native calls always arrive whole, so each named entry is a call of its own.
             for call in message.get("tool_calls") or ():
                 function = call.get("function") or {}
