@@ -69,13 +69,15 @@ class ChatRequest:
     the rare uses that need it.
     """
 
-    __slots__ = ("body", "dialect", "model", "url")
+    __slots__ = ("body", "dialect", "model", "options", "url")
 
     def __init__(self, dialect: Dialect, url: str, payload: dict[str, Any]) -> None:
         self.dialect = dialect
         self.url = url
         #: The model the request names.
         self.model = str(payload.get("model", ""))
+        #: Ollama's ``options`` as sent (``num_ctx``, ...), if any.
+        self.options: Any = payload.get("options")
         self.body = orjson.dumps(payload)
 
     @property
@@ -195,13 +197,13 @@ class ChunkStream:
     turns a failure after output into :class:`LLMStreamInterrupted` itself.
     """
 
-    __slots__ = ("_client", "_closed", "_exchange", "_max_retries", "_reader", "_request")
+    __slots__ = ("_attempt", "_client", "_closed", "_max_retries", "_reader", "_request")
 
     def __init__(self, client: LLMClient, request: ChatRequest, max_retries: int) -> None:
         self._client = client
         self._request = request
         self._max_retries = max_retries
-        self._exchange: Exchange | None = None
+        self._attempt: Attempt | None = None
         self._reader: AsyncGenerator[dict[str, Any], None] | None = None
         self._closed = False
 
@@ -225,15 +227,13 @@ class ChunkStream:
             request.url, total_at=client._total_deadline(), max_retries=self._max_retries
         )
         while True:
+            attempt = Attempt(client, request, retries.total_at, interrupted=True)
             try:
-                exchange = await client._send(
-                    "POST", request.url, request.body, total_at=retries.total_at
-                )
-                reader = exchange.read_chunks(interrupted=True)
+                reader = await attempt.__aenter__()
                 try:
                     chunk: dict[str, Any] = await reader.__anext__()
                 except BaseException:
-                    exchange.close()
+                    await attempt.__aexit__()
                     raise
             except LLMError as error:
                 if request.drop_rejected_stream_options(error):
@@ -241,19 +241,16 @@ class ChunkStream:
                     continue
                 await retries.wait_or_raise(error)
                 continue
-            self._exchange, self._reader = exchange, reader
+            self._attempt, self._reader = attempt, reader
             return chunk
 
     async def aclose(self) -> None:
         """Stop reading and give the connection back. Safe to call more than once."""
         self._closed = True
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            try:
-                await reader.aclose()
-            finally:
-                if self._exchange is not None:
-                    self._exchange.close()
+        self._reader = None
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            await attempt.__aexit__()
 
     async def __aenter__(self) -> Self:
         return self
@@ -448,10 +445,11 @@ class LLMClient:
         return Attempt(self, request, total_at, sink, interrupted)
 
     async def _post_json(
-        self, url: str, payload: dict[str, Any], *, chat: bool, total_at: float = math.inf
+        self, url: str, body: bytes, *, chat: bool, total_at: float = math.inf
     ) -> dict[str, Any]:
-        """One non-streaming attempt: the whole JSON answer. No retries."""
-        exchange = await self._send("POST", url, orjson.dumps(payload), total_at=total_at)
+        """One non-streaming attempt: ``body`` (encoded JSON) sent, the whole JSON answer
+        returned. No retries."""
+        exchange = await self._send("POST", url, body, total_at=total_at)
         try:
             return await exchange.read_json(chat=chat)
         finally:
@@ -610,7 +608,7 @@ class LLMClient:
             LLMStreamError: The stream was malformed or ended without an answer.
             LLMStreamInterrupted: Any of the above after chunks reached the caller.
         """
-        return self._chunks(self._request(messages, tools, params, stream=True), max_retries=0)
+        return ChunkStream(self, self._request(messages, tools, params, stream=True), 0)
 
     def stream_chat_with_retry(
         self,
@@ -627,10 +625,7 @@ class LLMClient:
         carrying the partial text, so the caller never sees a token twice.
         """
         request = self._request(messages, tools, params, stream=True)
-        return self._chunks(request, max_retries=self._config.max_retries)
-
-    def _chunks(self, request: ChatRequest, *, max_retries: int) -> ChunkStream:
-        return ChunkStream(self, request, max_retries)
+        return ChunkStream(self, request, self._config.max_retries)
 
     def stream(
         self,
@@ -697,7 +692,7 @@ class LLMClient:
     async def _complete(self, request: ChatRequest, total_at: float) -> ChatResult:
         """One non-streaming attempt: the whole answer as a ``ChatResult``. No retries."""
         started = asyncio.get_running_loop().time()
-        body = await self._post_json(request.url, request.payload, chat=True, total_at=total_at)
+        body = await self._post_json(request.url, request.body, chat=True, total_at=total_at)
         accumulator = Accumulator(request.dialect)
         accumulator.feed_completion(body)
         guessed = guess_server(request.dialect, body)
@@ -744,7 +739,7 @@ class LLMClient:
         use; when the prompt filled that context, say so."""
         if not prompt_tokens:
             return ""
-        options = request.payload.get("options") or {}
+        options = request.options or {}
         context = options.get("num_ctx")
         if not isinstance(context, int):
             context = await self._running_context_length(request.model)
@@ -919,9 +914,10 @@ class LLMClient:
 
     async def _post_json_with_retry(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
         retries = self._retries(url, total_at=self._total_deadline())
+        body = orjson.dumps(payload)
         while True:
             try:
-                return await self._post_json(url, payload, chat=False, total_at=retries.total_at)
+                return await self._post_json(url, body, chat=False, total_at=retries.total_at)
             except LLMError as error:
                 await retries.wait_or_raise(error)
 

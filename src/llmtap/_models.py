@@ -354,7 +354,7 @@ async def show(client: LLMClient, model: str) -> ModelDetails:
     await _require_ollama(client, "show()")
     url = client.config.url_for("/api/show")
     try:
-        body = await client._post_json(url, {"model": model}, chat=False)
+        body = await client._post_json(url, orjson.dumps({"model": model}), chat=False)
     except LLMResponseError as exc:
         if exc.status_code != 404:
             raise

@@ -16,6 +16,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, M
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from llmtap import _retry
 from llmtap._client import _read_embeddings
 from llmtap._dialects import Dialect, MessageLike
@@ -332,7 +334,7 @@ async def routed_embeddings(
             try:
                 with call.attempt(endpoint):
                     body = await endpoint.client._post_json(
-                        url, payload, chat=False, total_at=call.deadline
+                        url, orjson.dumps(payload), chat=False, total_at=call.deadline
                     )
                     found = _read_embeddings(body, len(batch), native, url)
                 break
