@@ -390,6 +390,28 @@ async def test_total_timeout_bounds_the_whole_request() -> None:
     assert (cause.deadline, cause.timeout) == ("total", 0.4)
 
 
+async def test_total_timeout_passing_while_the_caller_holds_the_stream_ends_it() -> None:
+    """The total deadline passes between reads, with nothing left buffered: the next read
+    raises it at once instead of waiting for bytes that the closed connection never brings."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=["a", "b", "c"], stall_after=(2, 5.0)))
+        async with make_client(server.url, total_timeout=0.3, idle_timeout=30.0) as client:
+            loop = asyncio.get_running_loop()
+            stream = client.stream_chat(HELLO)
+            got = [await anext(stream)]
+            while _text(got) != "a":
+                got.append(await anext(stream))
+            await asyncio.sleep(0.5)  # the deadline passes while the caller holds the stream
+            started = loop.time()
+            with pytest.raises(LLMStreamInterrupted) as info:
+                await asyncio.wait_for(anext(stream), 3.0)
+            waited = loop.time() - started
+    cause = info.value.__cause__
+    assert isinstance(cause, LLMTimeoutError)
+    assert (cause.deadline, cause.timeout) == ("total", 0.3)
+    assert waited < 1.0
+
+
 async def test_idle_timeout_applies_from_the_first_chunk_on() -> None:
     """A stall after the first chunks trips idle_timeout, not the far longer first-token one."""
     async with TestServer(dialect="openai") as server:

@@ -339,6 +339,8 @@ class LLMClient:
     def _get_session(self) -> aiohttp.ClientSession:
         import aiohttp  # here, not at import: `import llmtap` stays fast
 
+        from llmtap._connector import Connector
+
         if self._closed:
             raise LLMUsageError("this LLMClient is closed; create a new one")
         if self._session is None:
@@ -347,7 +349,7 @@ class LLMClient:
             if config.api_key is not None:
                 headers["Authorization"] = f"Bearer {config.api_key.get_secret_value()}"
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
+                connector=Connector(
                     limit=config.max_connections, limit_per_host=0, ssl=self._ssl()
                 ),
                 headers=headers,

@@ -34,6 +34,7 @@ __all__ = [
     "ChunkSink",
     "Exchange",
     "chunk_text",
+    "next_bytes",
     "request_id_of",
     "stream_error",
     "transport_error",
@@ -205,6 +206,27 @@ def _loads_or_text(data: bytes) -> Any:
     if isinstance(obj, dict) and "error" not in obj:
         return {"error": obj}
     return obj
+
+
+async def next_bytes(content: aiohttp.StreamReader, loop: asyncio.AbstractEventLoop) -> bytes:
+    """What ``content.readany()`` gives (the bytes buffered, once there are some; ``b""`` at
+    the end; the stream's error, if it has one), at less CPU per read.
+
+    ``readany`` waits through two more coroutine frames, a timer context and a connection
+    check, which at one token per read is some five per cent of a stream's CPU. This keeps
+    only its waiting, on the same attributes of aiohttp's ``StreamReader`` (``_buffer``,
+    ``_eof``, ``_exception``, ``_waiter``: all there since aiohttp 3.0; a test checks them),
+    and takes the bytes with the public ``read_nowait``, which does the bookkeeping.
+    """
+    buffer = content._buffer
+    while not buffer and not content._eof and content._exception is None:
+        # feed_data(), feed_eof() and set_exception() complete the waiter.
+        waiter = content._waiter = loop.create_future()
+        try:
+            await waiter
+        finally:
+            content._waiter = None
+    return content.read_nowait()
 
 
 class Exchange:
@@ -527,7 +549,7 @@ class Exchange:
             while True:
                 self.wait_since = loop.time()
                 try:
-                    data = await content.readany()
+                    data = await next_bytes(content, loop)
                 except errors as exc:
                     raise self._read_error(exc) from exc
                 self.wait_since = None
@@ -608,7 +630,7 @@ class Exchange:
             while True:
                 self.wait_since = loop.time()
                 try:
-                    data = await content.readany()
+                    data = await next_bytes(content, loop)
                 except errors as exc:
                     raise self._read_error(exc) from exc
                 self.wait_since = None

@@ -1,0 +1,118 @@
+"""llmtap's reads below aiohttp's public surface: the connector's protocol and ``next_bytes``.
+
+Both lean on a few aiohttp internals, named in ``llmtap._connector`` and
+``llmtap._transport.next_bytes``; the first test fails loudly if an aiohttp upgrade moves them.
+The others check, over a real loopback server, that flow control still pauses and resumes and
+that ``next_bytes`` reads exactly what ``readany`` reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.streams import StreamReader
+
+from llmtap._connector import Connector, _ResponseHandler
+from llmtap._transport import next_bytes
+from llmtap.testing import Reply, TestServer
+
+# ~1.2 MB: more than aiohttp buffers (twice read_bufsize, 512 KiB by default) before pausing.
+_BIG = [f"{i:04d}" + "x" * 4000 for i in range(300)]
+
+
+def _request(stream: bool = True) -> bytes:
+    return orjson.dumps(
+        {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    )
+
+
+def test_the_aiohttp_internals_llmtap_reads_are_there() -> None:
+    """StreamReader's waiting state, the protocol's pause flag, the connector's factory."""
+    assert {"_buffer", "_eof", "_exception", "_waiter"} <= set(StreamReader.__slots__)
+    assert "_reading_paused" in BaseProtocol.__slots__
+    assert callable(StreamReader.read_nowait)
+
+
+async def test_connections_use_llmtaps_protocol_and_go_back_to_the_pool() -> None:
+    opened = 0
+
+    async def count(*_: object) -> None:
+        nonlocal opened
+        opened += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(count)
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=["a", "b"], delay_between=0.01), Reply(text="two"))
+        connector = Connector()
+        async with aiohttp.ClientSession(connector=connector, trace_configs=[trace]) as session:
+            for _ in range(2):
+                async with session.post(f"{server.url}/v1/chat/completions", data=_request()) as r:
+                    while await next_bytes(r.content, asyncio.get_running_loop()):
+                        pass
+            idle = [protocol for held in connector._conns.values() for protocol, _ in held]
+    assert opened == 1  # kept alive and reused
+    assert [type(protocol) for protocol in idle] == [_ResponseHandler]
+
+
+async def test_a_paused_connection_resumes_and_delivers_every_byte() -> None:
+    """A reader that falls behind pauses the socket; reading on must resume it, or this hangs."""
+    loop = asyncio.get_running_loop()
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=_BIG))
+        async with aiohttp.ClientSession(connector=Connector()) as session:
+            url = f"{server.url}/v1/chat/completions"
+            async with session.post(url, data=_request()) as response:
+                assert response.connection is not None
+                protocol = response.connection.protocol
+                assert protocol is not None
+                got = [await next_bytes(response.content, loop)]
+                for _ in range(100):  # let the server fill the buffers until reading pauses
+                    if protocol._reading_paused:
+                        break
+                    await asyncio.sleep(0.02)
+                assert protocol._reading_paused
+                while piece := await asyncio.wait_for(next_bytes(response.content, loop), 5.0):
+                    got.append(piece)
+    assert _texts(b"".join(got)) == ["", *_BIG, ""]
+
+
+def _texts(body: bytes) -> list[str]:
+    """The content of each SSE event in ``body`` (ids and timestamps differ per answer)."""
+    texts = []
+    for event in body.split(b"\n\n"):
+        if event.startswith(b"data: {"):
+            choices = orjson.loads(event[6:])["choices"]
+            texts.append(choices[0]["delta"].get("content") or "" if choices else "")
+    return texts
+
+
+async def test_next_bytes_reads_what_readany_reads_and_raises_what_it_raises() -> None:
+    loop = asyncio.get_running_loop()
+    async with TestServer(dialect="openai") as server:
+        server.script(
+            Reply(chunks=["a", "b", "c"], delay_between=0.01),
+            Reply(chunks=["a", "b", "c"], delay_between=0.01),
+            Reply(chunks=["a", "b", "c"], reset_after=2),
+            Reply(chunks=["a", "b", "c"], reset_after=2),
+        )
+        url = f"{server.url}/v1/chat/completions"
+        async with aiohttp.ClientSession(connector=Connector()) as session:
+            bodies = []
+            errors = []
+            for read in (lambda c: next_bytes(c, loop), StreamReader.readany) * 2:
+                got = b""
+                async with session.post(url, data=_request()) as response:
+                    try:
+                        while piece := await read(response.content):
+                            got += piece
+                    except aiohttp.ClientPayloadError as exc:
+                        errors.append(type(exc))
+                bodies.append(got)
+    assert _texts(bodies[0]) == _texts(bodies[1]) == ["", "a", "b", "c", ""]
+    assert bodies[0].endswith(b"data: [DONE]\n\n")
+    assert _texts(bodies[2]) == _texts(bodies[3])
+    assert errors == [aiohttp.ClientPayloadError] * 2
