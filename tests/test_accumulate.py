@@ -1527,3 +1527,62 @@ def test_property_any_split_of_any_conversation_accumulates_exactly(
 ) -> None:
     """Random text, reasoning and calls, split and grouped at random, come back exactly."""
     assert accumulate_rendered(name, conv, Cutter(rng)) == conv.expected()
+
+
+_ABSENT = object()
+
+
+def _text_like_chunk(
+    delta: dict[str, Any], index: Any, finish: Any, usage: Any, model: Any
+) -> Chunk:
+    choice: dict[str, Any] = {"delta": delta}
+    for key, value in (("index", index), ("finish_reason", finish)):
+        if value is not _ABSENT:
+            choice[key] = value
+    chunk: Chunk = {"object": "chat.completion.chunk", "choices": [choice]}
+    for key, value in (("usage", usage), ("model", model)):
+        if value is not _ABSENT:
+            chunk[key] = value
+    return chunk
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    deltas=st.lists(
+        st.one_of(
+            st.builds(lambda text: {"content": text}, st.text(max_size=5)),
+            st.builds(lambda text: {"content": text, "role": "assistant"}, st.text(max_size=3)),
+            st.sampled_from([{"content": None}, {}, {"role": "assistant"}, {"reasoning": "r"}]),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    index=st.sampled_from([_ABSENT, 0, 1, None, 0.0, False]),
+    finish=st.sampled_from([_ABSENT, None, "", "stop"]),
+    usage=st.sampled_from(
+        [_ABSENT, None, {}, {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}]
+    ),
+    model=st.sampled_from([_ABSENT, None, "", "m"]),
+)
+def test_property_the_text_fast_path_gives_what_the_general_path_gives(
+    deltas: list[dict[str, Any]], index: Any, finish: Any, usage: Any, model: Any
+) -> None:
+    """A chunk of one choice takes the text fast path when it can; the same chunk with a
+    second choice (index 1, always ignored) cannot, and must give the same events and state."""
+    fast, general = Accumulator("openai"), Accumulator("openai")
+    for delta in deltas:
+        chunk = _text_like_chunk(delta, index, finish, usage, model)
+        events = fast.feed(chunk)
+        widened = {**chunk, "choices": [*chunk["choices"], {"index": 1, "delta": {"content": "x"}}]}
+        assert events == general.feed(widened)
+        for event in events:
+            if type(event) is TextDelta:
+                assert hash(event) == hash(TextDelta(event.text))
+                with pytest.raises(AttributeError):
+                    event.text = "changed"  # type: ignore[misc]
+    assert fast.text == general.text
+    assert (fast.finish_reason, fast.usage, fast.model) == (
+        general.finish_reason,
+        general.usage,
+        general.model,
+    )

@@ -43,6 +43,8 @@ OLLAMA_METRICS = (
 )  # fmt: skip
 
 _EXCERPT = 200
+_new = object.__new__
+_set_text = TextDelta.__dict__["text"].__set__
 
 
 class _PartialCall:
@@ -316,6 +318,25 @@ class Accumulator:
                 self._feed_native(chunk, events)
                 return events
             choices = chunk.get("choices")
+            if choices and len(choices) == 1:
+                # The usual token: one choice whose delta is text alone, no finish, no usage.
+                choice = choices[0]
+                delta = choice.get("delta")
+                if (
+                    delta
+                    and len(delta) == 1
+                    and type(text := delta.get("content")) is str
+                    and text
+                    and not choice.get("finish_reason")
+                    and choice.get("index", 0) == 0
+                    and not chunk.get("usage")
+                ):
+                    self._text.append(text)
+                    # TextDelta(text) without its frozen __init__ (half the cost): the same
+                    # object, made as dataclasses' own __init__ would, minus the call.
+                    event = _new(TextDelta)
+                    _set_text(event, text)
+                    return [event]
             if choices:
                 for choice in choices:
                     if choice.get("index", 0) != 0:
