@@ -213,7 +213,7 @@ async def next_bytes(content: aiohttp.StreamReader, loop: asyncio.AbstractEventL
     the end; the stream's error, if it has one), at less CPU per read.
 
     ``readany`` waits through two more coroutine frames, a timer context and a connection
-    check, which at one token per read is some five per cent of a stream's CPU. This keeps
+    check, which at one token per read come to a few per cent of a stream's CPU. This keeps
     only its waiting, on the same attributes of aiohttp's ``StreamReader`` (``_buffer``,
     ``_eof``, ``_exception``, ``_waiter``: all there since aiohttp 3.0; a test checks them),
     and takes the bytes with the public ``read_nowait``, which does the bookkeeping.
