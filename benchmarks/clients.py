@@ -53,6 +53,10 @@ class Adapter:
     label: ClassVar[str]
     #: ``True`` where the client shows chunks as they arrive (time to first chunk applies).
     streams_chunks: ClassVar[bool] = True
+    #: ``True`` for the other libraries (openai-python, ollama-python, httpx): they run in at
+    #: most ``harness.PEER_ROUNDS`` rounds of a scenario. They cost 10 to 60 times llmtap per
+    #: chunk, so a few rounds pin their figures well enough, and they take most of the run.
+    peer: ClassVar[bool] = False
 
     async def open(self, url: str, *, keep_idle: bool = False) -> None:
         """Build the client for the server at ``url`` (``http://host:port``).
@@ -172,6 +176,7 @@ class OpenAIClient(Adapter):
     """openai-python's AsyncOpenAI, streaming."""
 
     name = "openai"
+    peer = True
     label = "openai-python AsyncOpenAI (stream=True)"
 
     async def open(self, url: str, *, keep_idle: bool = False) -> None:
@@ -217,6 +222,7 @@ class OllamaClient(Adapter):
     """ollama-python's AsyncClient on Ollama's native NDJSON route."""
 
     name = "ollama"
+    peer = True
     label = "ollama-python AsyncClient (native NDJSON)"
 
     async def open(self, url: str, *, keep_idle: bool = False) -> None:
@@ -250,6 +256,7 @@ class HttpxLines(Adapter):
     """A plain httpx loop: ``aiter_lines`` and ``json.loads`` (the design sketch)."""
 
     name = "httpx"
+    peer = True
     label = "httpx aiter_lines + json.loads loop"
 
     async def open(self, url: str, *, keep_idle: bool = False) -> None:

@@ -31,6 +31,7 @@ from benchmarks._wire import Spec, expected_chars
 from benchmarks.clients import Adapter, Outcome, make_adapter
 
 __all__ = [
+    "PEER_ROUNDS",
     "SCENARIOS",
     "Scenario",
     "ServerProcess",
@@ -42,6 +43,8 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Most rounds of a scenario that a peer library (``Adapter.peer``) runs in.
+PEER_ROUNDS = 3
 _RUN_TIMEOUT = 180.0
 _groups = itertools.count()
 
@@ -453,6 +456,8 @@ async def _in_process(
             shift = (round_number - 1) % len(order) if order else 0
             for name in order[shift:] + order[:shift]:
                 adapter = adapters[name]
+                if adapter.peer and round_number > PEER_ROUNDS:
+                    continue
                 progress(f"{scenario.name}: round {round_number}/{sizes['rounds']}: {name}")
                 try:
                     sample = await _measure(scenario, sizes, adapter, server)
