@@ -29,11 +29,22 @@ def _request(stream: bool = True) -> bytes:
     )
 
 
-def test_the_aiohttp_internals_llmtap_reads_are_there() -> None:
-    """StreamReader's waiting state, the protocol's pause flag, the connector's factory."""
-    assert {"_buffer", "_eof", "_exception", "_waiter"} <= set(StreamReader.__slots__)
-    assert "_reading_paused" in BaseProtocol.__slots__
-    assert callable(StreamReader.read_nowait)
+async def test_the_aiohttp_internals_llmtap_reads_are_there() -> None:
+    """StreamReader's waiting state, the protocol's pause flag, the connector's factory
+    (looked up on live objects, so the test holds whether or not aiohttp uses slots)."""
+    loop = asyncio.get_running_loop()
+    protocol = _ResponseHandler(loop=loop)
+    reader = StreamReader(protocol, 2**16, loop=loop)
+    assert not reader._buffer
+    assert (reader._eof, reader._exception, reader._waiter) == (False, None, None)
+    assert reader.read_nowait() == b""
+    assert protocol._reading_paused is False
+    assert isinstance(protocol, BaseProtocol)
+    connector = Connector()
+    try:
+        assert type(connector._factory()) is _ResponseHandler
+    finally:
+        await connector.close()
 
 
 async def test_connections_use_llmtaps_protocol_and_go_back_to_the_pool() -> None:
