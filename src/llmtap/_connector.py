@@ -12,7 +12,7 @@ skipped unless reading really is paused.
 
 Reading is paused (``_reading_paused``) whenever the parser may hold input back: aiohttp's
 parser only stops mid-body after the protocol's ``pause_reading()``, which sets that flag, and
-the flag stays set until ``resume_reading()`` runs in full. ``_buffer_paused`` (aiohttp 3.14)
+the flag stays set until ``resume_reading()`` runs in full. ``_buffer_paused`` (newer aiohttp)
 holds the transport for bytes that arrive before an upgrade's parser is set. Either flag sends
 the call on to aiohttp unchanged. The protocol's read timeout (``sock_read``, which some
 aiohttp versions re-arm here) is not used by llmtap, whose own deadlines are per exchange.
@@ -21,12 +21,18 @@ aiohttp versions re-arm here) is not used by llmtap, whose own deadlines are per
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any, cast
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 __all__ = ["Connector"]
+
+#: Newer aiohttp (3.14 here) has ``resume_reading(resume_parser)``; 3.10 takes no argument.
+_TAKES_RESUME_PARSER = (
+    "resume_parser" in inspect.signature(ResponseHandler.resume_reading).parameters
+)
 
 
 class _ResponseHandler(ResponseHandler):
@@ -36,7 +42,10 @@ class _ResponseHandler(ResponseHandler):
 
     def resume_reading(self, resume_parser: bool = True) -> None:
         if self._reading_paused or getattr(self, "_buffer_paused", False):
-            super().resume_reading(resume_parser)
+            if _TAKES_RESUME_PARSER:
+                super().resume_reading(resume_parser)
+            else:
+                super().resume_reading()
 
 
 class Connector(aiohttp.TCPConnector):
