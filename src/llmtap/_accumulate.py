@@ -303,7 +303,7 @@ class Accumulator:
                 this dialect (``"choices": 5``, a number as ``content``, ...).
         """
         # The per-token path: one method call, and for the usual chunk (one choice whose
-        # delta is text alone) a handful of dict lookups.
+        # delta is text alone) a handful of dict lookups and no event list built up.
         try:
             self._chunks += 1
             if chunk.get("error") is not None:
@@ -313,8 +313,8 @@ class Accumulator:
                 model = chunk.get("model")
                 if isinstance(model, str) and model:
                     self._model = model
-            events: list[StreamEvent] = []
             if self._native:
+                events: list[StreamEvent] = []
                 self._feed_native(chunk, events)
                 return events
             choices = chunk.get("choices")
@@ -337,16 +337,13 @@ class Accumulator:
                     event = _new(TextDelta)
                     _set_text(event, text)
                     return [event]
+            events = []
             if choices:
                 for choice in choices:
                     if choice.get("index", 0) != 0:
                         continue
                     delta = choice.get("delta")
-                    if delta and len(delta) == 1 and type(text := delta.get("content")) is str:
-                        if text:
-                            self._text.append(text)
-                            events.append(TextDelta(text))
-                    elif delta:
+                    if delta:
                         self._feed_delta(delta, events)
                     reason = choice.get("finish_reason")
                     if reason:
