@@ -33,6 +33,8 @@ __all__ = ["Connector"]
 _TAKES_RESUME_PARSER = (
     "resume_parser" in inspect.signature(ResponseHandler.resume_reading).parameters
 )
+#: Newer aiohttp also holds the transport for a buffer of its own (``_buffer_paused``).
+_HAS_BUFFER_PAUSED = hasattr(ResponseHandler, "_buffer_paused")
 
 
 class _ResponseHandler(ResponseHandler):
@@ -41,7 +43,7 @@ class _ResponseHandler(ResponseHandler):
     __slots__ = ()
 
     def resume_reading(self, resume_parser: bool = True) -> None:
-        if self._reading_paused or getattr(self, "_buffer_paused", False):
+        if self._reading_paused or (_HAS_BUFFER_PAUSED and self._buffer_paused):
             if _TAKES_RESUME_PARSER:
                 super().resume_reading(resume_parser)
             else:
