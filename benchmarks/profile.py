@@ -127,7 +127,7 @@ def parts(number: int = 20_000) -> dict[str, float]:
     import orjson
 
     from llmtap import Accumulator, LLMClient, LLMConfig
-    from llmtap._sse import SSEDecoder
+    from llmtap._wire.sse import SSEDecoder
 
     events = [_chunk(WORDS[i % len(WORDS)]) for i in range(number)]
     burst = b"".join(events)

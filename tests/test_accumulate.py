@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmtap._accumulate import Accumulator
+from llmtap._wire.accumulate import Accumulator
 from llmtap._errors import LLMStreamError
 from llmtap._messages import Message, ToolCall
 from llmtap._results import (

@@ -13,6 +13,8 @@ from llmtap import (
     LLMClient,
     LLMConfig,
     LLMConnectionError,
+    LLMError,
+    LLMModelError,
     LLMResponseError,
     LLMStreamError,
     LLMStreamInterrupted,
@@ -529,9 +531,8 @@ async def test_completed_streams_reuse_one_connection() -> None:
             for _ in range(3):
                 await _collect(client)
             assert client.connections_in_use == 0
-            connector = client._session.connector if client._session else None
-            assert connector is not None
-            assert sum(len(v) for v in connector._conns.values()) == 1  # type: ignore[attr-defined]
+        assert [r.connection for r in server.chat_requests] == [1, 1, 1]
+        assert server.connections == 1
 
 
 async def test_exception_in_callers_loop_releases_connection() -> None:
@@ -609,11 +610,16 @@ async def test_preflight_picks_the_only_model_when_none_is_set() -> None:
 
 
 async def test_preflight_asks_to_choose_among_several_models() -> None:
-    """An empty model name with several models lists them."""
+    """An empty model name with several models lists them. The server's state caused it,
+    not a misuse of the library: it is an LLMError (LLMModelError), which `except LLMError`
+    catches."""
     async with TestServer(dialect="ollama", models=["a:latest", "b:latest"]) as server:
         async with make_client(server.url, model="") as client:
-            with pytest.raises(LLMUsageError) as info:
+            with pytest.raises(LLMError) as info:
                 await client.preflight_check()
+    assert type(info.value) is LLMModelError
+    assert info.value.available == ("a:latest", "b:latest")
+    assert info.value.model == ""
     assert "a:latest, b:latest" in str(info.value)
 
 

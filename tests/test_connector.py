@@ -1,9 +1,9 @@
 """llmtap's reads below aiohttp's public surface: the connector's protocol and ``next_bytes``.
 
-Both lean on a few aiohttp internals, named in ``llmtap._connector`` and
-``llmtap._transport.next_bytes``; the first test fails loudly if an aiohttp upgrade moves them.
-The others check, over a real loopback server, that flow control still pauses and resumes and
-that ``next_bytes`` reads exactly what ``readany`` reads.
+Both lean on a few aiohttp internals, all in ``llmtap._http.internals``; the first test fails
+loudly if an aiohttp upgrade moves them. The others check, over a real loopback server, that
+flow control still pauses and resumes and that ``next_bytes`` reads exactly what ``readany``
+reads.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import orjson
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.streams import StreamReader
 
-from llmtap._connector import Connector, _ResponseHandler
-from llmtap._transport import next_bytes
+from llmtap._http.internals import FastConnector as Connector
+from llmtap._http.internals import FastProtocol as _ResponseHandler
+from llmtap._http.internals import fast_next_bytes as next_bytes
 from llmtap.testing import Reply, TestServer
 
 # ~1.2 MB: more than aiohttp buffers (twice read_bufsize, 512 KiB by default) before pausing.

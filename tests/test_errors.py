@@ -24,7 +24,7 @@ from llmtap import (
     LLMUsageError,
 )
 from llmtap._errors import MAX_SERVER_MESSAGE
-from llmtap._transport import transport_error
+from llmtap._http.status import transport_error
 
 CONFIG = LLMConfig(endpoint="http://127.0.0.1:9", connect_timeout=3.0)
 URL_ = "http://127.0.0.1:9/v1/chat/completions"

@@ -1,4 +1,4 @@
-"""Tests for the newline-delimited JSON splitter (llmtap._ndjson)."""
+"""Tests for the newline-delimited JSON splitter (llmtap._wire.ndjson)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmtap._errors import LLMStreamError
-from llmtap._ndjson import NDJSONDecoder
+from llmtap._wire.ndjson import NDJSONDecoder
 
 
 def decode(*pieces: bytes, max_line_bytes: int = 16 * 1024 * 1024) -> list[bytes]:

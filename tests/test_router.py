@@ -25,7 +25,7 @@ from llmtap import (
     Message,
 )
 from llmtap._config import ConfigFileError
-from llmtap._router import EndpointStats, LLMRouterBusyError, Router
+from llmtap import EndpointStats, LLMRouterBusyError, Router
 from llmtap.testing import Dialect, Reply, TestServer, ToolCallSpec
 
 MODEL = "llama3.2"

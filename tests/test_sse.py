@@ -1,4 +1,4 @@
-"""Tests for the Server-Sent Events decoder (llmtap._sse)."""
+"""Tests for the Server-Sent Events decoder (llmtap._wire.sse)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmtap._errors import LLMStreamError
-from llmtap._sse import SSEDecoder, SSEEvent
+from llmtap._wire.sse import SSEDecoder, SSEEvent
 
 BOM = b"\xef\xbb\xbf"
 

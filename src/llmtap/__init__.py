@@ -9,27 +9,41 @@ Example:
     ...             ...
 """
 
-from llmtap._accumulate import Accumulator
-from llmtap._client import ChunkStream, LLMClient
-from llmtap._config import ConfigFileError, LLMConfig
+from llmtap._api import ChatAPI
+from llmtap._client import LLMClient
+from llmtap._config import LLMConfig
 from llmtap._errors import (
+    ConfigFileError,
     LLMConnectionError,
     LLMError,
+    LLMModelError,
     LLMParseError,
     LLMRateLimitError,
     LLMResponseError,
+    LLMRouterBusyError,
     LLMStreamError,
     LLMStreamInterrupted,
     LLMTimeoutError,
     LLMToolLoopError,
     LLMUsageError,
 )
+from llmtap._hooks import (
+    AttemptFailed,
+    FirstChunk,
+    Hook,
+    HookRecord,
+    RequestFailed,
+    RequestFinished,
+    RequestStarted,
+)
 from llmtap._messages import Message, ToolCall
-from llmtap._models import ModelDetails, ModelInfo, PullProgress
-from llmtap._preflight import PreflightReport
 from llmtap._results import (
     ChatResult,
     FinishEvent,
+    ModelDetails,
+    ModelInfo,
+    PreflightReport,
+    PullProgress,
     ReasoningDelta,
     StreamEvent,
     TextDelta,
@@ -38,26 +52,32 @@ from llmtap._results import (
     Usage,
     UsageEvent,
 )
-from llmtap._router import EndpointStats, LLMRouterBusyError, Router, RouterStream
-from llmtap._stream import ChatStream
+from llmtap._router import EndpointStats, Router
+from llmtap._stream import ChatStream, ChunkStream, RouterStream
 from llmtap._sync import SyncChatStream, SyncClient
 from llmtap._toolloop import ToolCallFinished, ToolCallStarted, ToolEvent, ToolRun
 from llmtap._tools import Tool, tool
-
-__version__ = "0.1.0"
+from llmtap._version import __version__
+from llmtap._wire.accumulate import Accumulator
 
 __all__ = [
     "Accumulator",
+    "AttemptFailed",
+    "ChatAPI",
     "ChatResult",
     "ChatStream",
     "ChunkStream",
     "ConfigFileError",
     "EndpointStats",
     "FinishEvent",
+    "FirstChunk",
+    "Hook",
+    "HookRecord",
     "LLMClient",
     "LLMConfig",
     "LLMConnectionError",
     "LLMError",
+    "LLMModelError",
     "LLMParseError",
     "LLMRateLimitError",
     "LLMResponseError",
@@ -73,6 +93,9 @@ __all__ = [
     "PreflightReport",
     "PullProgress",
     "ReasoningDelta",
+    "RequestFailed",
+    "RequestFinished",
+    "RequestStarted",
     "Router",
     "RouterStream",
     "StreamEvent",

@@ -12,13 +12,20 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -27,10 +34,9 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from llmtap._errors import scrub
+from llmtap._errors import ConfigFileError, scrub
 
 __all__ = [
-    "ConfigFileError",
     "LLMConfig",
     "default_config_path",
     "normalize_ollama_host",
@@ -83,20 +89,6 @@ class _NeighbourEnvSource(PydanticBaseSettingsSource):
         if key := os.environ.get("OPENAI_API_KEY"):
             values["api_key"] = key
         return values
-
-
-class ConfigFileError(ValueError):
-    """A config file that cannot be used: missing, not TOML, an unknown key or a bad value.
-
-    Attributes:
-        path: The file.
-        key: The offending key (``"endpoints[1].model"`` for a table), when one is to blame.
-    """
-
-    def __init__(self, message: str, *, path: Path, key: str | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.key = key
 
 
 #: Values read from a config file for the ``LLMConfig`` being built by ``load()`` in this
@@ -162,6 +154,12 @@ class LLMConfig(BaseSettings):
     )
     max_connections: int = Field(1000, ge=1, description="Connection pool size.")
     embed_batch_size: int = Field(64, ge=1, description="Most texts per embeddings request.")
+
+    hooks: tuple[Callable[[Any], Any], ...] = Field(
+        (),
+        exclude=True,
+        description="Lifecycle hooks: callables (sync or async) taking each record of a call.",
+    )
 
     verify: bool | str = Field(True, description="TLS: verify (default), False, or a CA bundle.")
     client_cert: str | tuple[str, str] | None = Field(
@@ -272,6 +270,24 @@ class LLMConfig(BaseSettings):
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError(f"verify names a CA bundle that is not a file: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_kind_of_credentials(self) -> Self:
+        """A user name in the endpoint URL is sent as HTTP Basic auth; ``api_key`` (or an
+        ``Authorization`` header) as a Bearer token. A request carries one ``Authorization``
+        header, so the two cannot both be sent: refuse here rather than at the first request."""
+        userinfo = urlsplit(self.endpoint).username is not None
+        bearer = self.api_key is not None or any(
+            name.lower() == "authorization" for name in self.headers
+        )
+        if userinfo and bearer:
+            which = "api_key" if self.api_key is not None else "an Authorization header"
+            raise ValueError(
+                f"endpoint {scrub(self.endpoint)!r} carries a user name and password (HTTP "
+                f"Basic auth) and {which} is set too (a Bearer token); a request can carry "
+                "only one. Drop the credentials from the URL, or unset the key"
+            )
+        return self
 
     @field_serializer("endpoint")
     def _dump_endpoint(self, endpoint: str) -> str:

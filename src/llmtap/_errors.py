@@ -8,26 +8,35 @@
     │                              "idle", "total", "preflight") and .timeout (seconds)
     ├── LLMResponseError           the server answered with an error: .status_code,
     │   │                          .server_message, .error_type, .error_code, .retry_after
-    │   └── LLMRateLimitError      status 429
+    │   ├── LLMRateLimitError      status 429
+    │   └── LLMModelError          the server has no such model, or several and none was
+    │                              chosen: .model, .available
     ├── LLMStreamError             the answer stream was malformed or ended without its end
     │   └── LLMStreamInterrupted   the stream broke after output reached the caller:
     │                              .partial_text, .chunks_received; __cause__ is the failure
     ├── LLMToolLoopError           run_tools() used up max_rounds and the model still called
     │                              tools: .messages (the transcript so far)
-    └── LLMParseError              parse() got no reply that validates as the wanted type:
-                                   .raw_text (the last reply), .errors (pydantic's errors)
+    ├── LLMParseError              parse() got no reply that validates as the wanted type:
+    │                              .raw_text (the last reply), .errors (pydantic's errors)
+    └── LLMRouterBusyError         Router: every endpoint that serves the model stayed at its
+                                   max_concurrency for the whole queue_timeout
 
     LLMUsageError (RuntimeError)   the library was used wrongly (a stream iterated twice, a
                                    closed client used); a bug in the caller, not server trouble
+    ConfigFileError (ValueError)   a config file that cannot be used: .path, .key
 
 Messages say what happened and what to do. None of them, nor any repr, contains an API key:
 the key only ever travels in a request header, and URLs are shown without their userinfo.
+Whatever a server sends, an error's ``str()`` and ``repr()`` stay under 4 KiB: the message is
+cut at 2 KiB and the URL at 1 KiB (the server's own words are on ``server_message``, cut at
+2 KiB too).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,20 +44,32 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
 __all__ = [
+    "MAX_SERVER_MESSAGE",
+    "ConfigFileError",
     "LLMConnectionError",
     "LLMError",
+    "LLMModelError",
     "LLMParseError",
     "LLMRateLimitError",
     "LLMResponseError",
+    "LLMRouterBusyError",
     "LLMStreamError",
     "LLMStreamInterrupted",
     "LLMTimeoutError",
     "LLMToolLoopError",
     "LLMUsageError",
+    "bounded",
+    "redact_url",
+    "register_secret",
+    "scrub",
 ]
 
 #: Longest server message kept on an error, in characters.
 MAX_SERVER_MESSAGE = 2048
+#: Most bytes (UTF-8) of an error's message, and of the URL and request id shown with it.
+_MAX_MESSAGE_BYTES = 2048
+_MAX_URL_BYTES = 1024
+_MAX_ID_BYTES = 128
 
 #: The API keys of the clients made in this process: masked wherever they would show.
 _SECRETS: set[str] = set()
@@ -73,6 +94,15 @@ def scrub(text: str) -> str:
         if secret in text:
             text = text.replace(secret, "***")
     return text
+
+
+def bounded(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` bytes of UTF-8 (on a character boundary), with an
+    ellipsis and the number of characters left out when it was cut."""
+    if len(text) * 4 <= limit or len(text.encode("utf-8")) <= limit:
+        return text
+    kept = text.encode("utf-8")[: limit - 40].decode("utf-8", errors="ignore")
+    return f"{kept}… [{len(text) - len(kept)} more characters]"
 
 
 def redact_url(url: str) -> str:
@@ -110,7 +140,7 @@ class LLMError(Exception):
         url: str | None = None,
         request_id: str | None = None,
     ) -> None:
-        message = scrub(message)
+        message = bounded(scrub(message), _MAX_MESSAGE_BYTES)
         super().__init__(message)
         self.message = message
         self.method = method
@@ -120,9 +150,9 @@ class LLMError(Exception):
     def __str__(self) -> str:
         text = self.message
         if self.method and self.url:
-            text = f"{text} [{self.method} {self.url}]"
+            text = f"{text} [{bounded(self.method, 32)} {bounded(self.url, _MAX_URL_BYTES)}]"
         if self.request_id:
-            text = f"{text} (request id {self.request_id})"
+            text = f"{text} (request id {bounded(self.request_id, _MAX_ID_BYTES)})"
         return text
 
     def __repr__(self) -> str:
@@ -216,6 +246,33 @@ class LLMRateLimitError(LLMResponseError):
     """The server refused the request with status 429 (rate limit or exhausted quota)."""
 
 
+class LLMModelError(LLMResponseError):
+    """The server does not have the model asked for, or has several and none was chosen.
+
+    The server's state caused it, not the code: pick a listed model (``LLMConfig(model=...)``,
+    ``LLMTAP_MODEL``), or get the model onto the server (``ollama pull``).
+
+    Attributes:
+        model: The model asked for (``""`` when none was set).
+        available: The models the server listed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        status_code: int | None = None,
+        *,
+        model: str = "",
+        available: Sequence[str] = (),
+        method: str | None = None,
+        url: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code, method=method, url=url, request_id=request_id)
+        self.model = model
+        self.available = tuple(available)
+
+
 class LLMStreamError(LLMError):
     """The answer stream was malformed (a chunk that is not JSON, a line over the size limit)
     or ended without its terminator before any output reached the caller."""
@@ -264,6 +321,25 @@ class LLMStreamInterrupted(LLMStreamError):
 
 class LLMUsageError(RuntimeError):
     """The library was used wrongly: a stream iterated twice, a closed client reused."""
+
+
+class LLMRouterBusyError(LLMError):
+    """Every endpoint that serves the model stayed at its ``max_concurrency`` for the whole
+    ``queue_timeout``: the router is saturated. Raise either limit, or add endpoints."""
+
+
+class ConfigFileError(ValueError):
+    """A config file that cannot be used: missing, not TOML, an unknown key or a bad value.
+
+    Attributes:
+        path: The file.
+        key: The offending key (``"endpoints[1].model"`` for a table), when one is to blame.
+    """
+
+    def __init__(self, message: str, *, path: Path, key: str | None = None) -> None:
+        super().__init__(scrub(message))
+        self.path = path
+        self.key = key
 
 
 class LLMToolLoopError(LLMError):

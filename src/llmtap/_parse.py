@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import pydantic
 from pydantic import TypeAdapter
 
-from llmtap._dialects import MessageLike
+from llmtap._wire.dialects import MessageLike
+from llmtap._api import ChatAPI
 from llmtap._errors import LLMParseError, LLMUsageError
 from llmtap._log import get_logger
 from llmtap._messages import Message
@@ -23,8 +24,6 @@ from llmtap._tools import format_validation_errors, tidy_schema
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
-
-    from llmtap._client import LLMClient
 
 __all__ = ["OutputT", "parse", "response_format_for", "strict_schema", "unfence"]
 
@@ -121,7 +120,7 @@ def _repair_request(errors: list[ErrorDetails]) -> str:
 
 @overload
 async def parse(
-    client: LLMClient,
+    client: ChatAPI,
     messages: Iterable[MessageLike],
     output_type: type[OutputT],
     *,
@@ -132,7 +131,7 @@ async def parse(
 
 @overload
 async def parse(
-    client: LLMClient,
+    client: ChatAPI,
     messages: Iterable[MessageLike],
     output_type: Any,
     *,
@@ -142,7 +141,7 @@ async def parse(
 
 
 async def parse(
-    client: LLMClient,
+    client: ChatAPI,
     messages: Iterable[MessageLike],
     output_type: Any,
     *,

@@ -7,6 +7,7 @@ pydantic models (``ChatResult``, ``Usage``, ``Timings``) are built once per answ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -16,7 +17,12 @@ from llmtap._messages import Message, ToolCall
 __all__ = [
     "ChatResult",
     "FinishEvent",
+    "ModelDetails",
+    "ModelInfo",
+    "PreflightReport",
+    "PullProgress",
     "ReasoningDelta",
+    "ServerKind",
     "StreamEvent",
     "TextDelta",
     "Timings",
@@ -25,6 +31,9 @@ __all__ = [
     "UsageEvent",
     "trusted",
 ]
+
+#: The kinds of server llmtap tells apart.
+ServerKind = Literal["ollama", "llama.cpp", "vllm", "openai-compatible"]
 
 _M = TypeVar("_M", bound=BaseModel)
 #: Per model class: every field in declaration order, holding its default (or, for a
@@ -39,7 +48,7 @@ def _template(cls: type[BaseModel]) -> dict[str, Any] | None:
     if cls.model_config.get("extra") == "allow":
         return None
     template: dict[str, Any] = {}
-    for name, field in cls.__pydantic_fields__.items():
+    for name, field in cls.model_fields.items():
         if field.alias is not None or field.validation_alias is not None:
             return None
         if field.default_factory is not None:
@@ -243,3 +252,136 @@ class FinishEvent:
 
 StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | UsageEvent | FinishEvent
 """Any event a stream produces; tell them apart with ``match`` or their ``type``."""
+
+
+class ModelInfo(BaseModel):
+    """One model a server offers. Anything the server does not report is ``None``.
+
+    Ollama reports the most (``/api/tags`` and ``/api/ps``); llama.cpp reports size,
+    parameter count and context; vLLM the context length; OpenAI-style servers little more
+    than the name.
+
+    Attributes:
+        name: The name to pass as ``model`` (Ollama: ``name:tag``).
+        size: Bytes on disk.
+        parameter_size: The parameter count as the server writes it (``"3.2B"``).
+        quantization: The quantization level (``"Q4_K_M"``).
+        family: The model family (``"llama"``).
+        format: The file format (``"gguf"``).
+        digest: The model's content digest.
+        modified_at: When the model was last pulled or changed.
+        loaded: Whether it is in memory now; ``None`` when the server does not say. Ollama
+            says through ``/api/ps``; llama.cpp and vLLM only list the models they serve,
+            which are loaded.
+        context_length: The context length (Ollama: the one it runs with, when loaded).
+        size_vram: Bytes of the loaded model held in GPU memory (Ollama).
+        expires_at: When Ollama will unload it (Ollama, loaded models).
+        owned_by: The ``owned_by`` of an OpenAI-style listing.
+
+    Example:
+        >>> ModelInfo(name="qwen3:latest", size=5_200_000_000, loaded=True).loaded
+        True
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    size: int | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    family: str | None = None
+    format: str | None = None
+    digest: str | None = None
+    modified_at: datetime | None = None
+    loaded: bool | None = None
+    context_length: int | None = None
+    size_vram: int | None = None
+    expires_at: datetime | None = None
+    owned_by: str | None = None
+
+
+class ModelDetails(BaseModel):
+    """Details of one Ollama model, from ``POST /api/show``.
+
+    Attributes:
+        name: The model asked about.
+        family: The model family.
+        parameter_size: The parameter count as Ollama writes it (``"3.2B"``).
+        quantization: The quantization level.
+        format: The file format.
+        context_length: The context length the model was trained for
+            (``model_info["<arch>.context_length"]``).
+        capabilities: What it can do (``"completion"``, ``"tools"``, ``"thinking"``, ...).
+        modified_at: When it was last pulled or changed.
+        raw: The whole answer, for anything not above (``template``, ``parameters``,
+            ``model_info``, ``license``...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    format: str | None = None
+    context_length: int | None = None
+    capabilities: tuple[str, ...] = ()
+    modified_at: datetime | None = None
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PullProgress:
+    """One progress line of an Ollama pull.
+
+    Lines without a ``digest`` are stages (``"pulling manifest"``, ``"verifying sha256
+    digest"``, ``"writing manifest"``, ``"success"``); lines with one report the download of
+    that layer: ``completed`` of ``total`` bytes. A resumed pull starts a layer at the bytes
+    Ollama already has.
+
+    Example:
+        >>> PullProgress("pulling 6a0746a1ec1a", "sha256:6a07...", 100, 40).fraction
+        0.4
+    """
+
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether this is the last line of a successful pull."""
+        return self.status == "success"
+
+    @property
+    def fraction(self) -> float | None:
+        """How much of the layer is downloaded (0 to 1), when the line says."""
+        if not self.total or self.completed is None:
+            return None
+        return min(1.0, self.completed / self.total)
+
+
+class PreflightReport(BaseModel):
+    """What :meth:`LLMClient.preflight_check` found.
+
+    Attributes:
+        server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or ``"openai-compatible"``.
+        version: The server's version, where it tells.
+        models: The models the server offers, as it names them.
+        model: The model requests will use: the configured one, resolved as the server resolves
+            it (``qwen3`` on Ollama is ``qwen3:latest``), or the server's only model.
+        latency: Seconds the checks took.
+        warnings: Things that work but may surprise (a name a single-model server ignores).
+        endpoint: The endpoint checked.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    server: ServerKind
+    version: str | None
+    models: tuple[str, ...]
+    model: str
+    latency: float
+    warnings: tuple[str, ...] = ()
+    endpoint: str

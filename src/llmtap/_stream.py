@@ -1,29 +1,92 @@
-"""``ChatStream``: one answer as typed events while it streams, and a ``ChatResult`` at the end."""
+"""The streams a call gives: :class:`ChunkStream` (chunk dicts as the server sent them) and
+:class:`ChatStream` (typed events, then one ``ChatResult``), over the attempt loop of
+``llmtap._call``.
+
+Once the first item is out, a stream takes the next ones straight from the body reader: no
+generator of its own sits between the server and the caller (each ``async for`` layer costs
+CPU per token). Only a stream that may resume a broken answer keeps the loop in between.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self
 
-from llmtap import _retry
-from llmtap._accumulate import Accumulator
-from llmtap._dialects import Dialect, ServerKind, guess_server
-from llmtap._errors import LLMError, LLMResponseError, LLMStreamInterrupted, LLMUsageError
+from llmtap._call import ENDED, Call, Request, timings_of
+from llmtap._errors import LLMError, LLMUsageError
 from llmtap._log import get_logger
-from llmtap._results import ChatResult, FinishEvent, StreamEvent, TextDelta, UsageEvent
+from llmtap._results import ChatResult, StreamEvent, TextDelta
+from llmtap._upstream import Upstream
+from llmtap._wire.dialects import guess_server
+from llmtap._wire.listings import canonical_ollama_name
+from llmtap._wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    from llmtap._client import ChatRequest, LLMClient
-
-__all__ = ["ChatStream", "ClientStream", "Progress"]
+__all__ = ["ChatStream", "ChunkStream", "RouterStream", "build_result"]
 
 _log = get_logger()
 
-#: Servers known to continue a final assistant message (a prefill) and send only new text.
-RESUMABLE_SERVERS = frozenset({"ollama", "llama.cpp", "vllm"})
+#: Builds a request for a server.
+RequestFor = Callable[[Upstream], Request]
+
+
+class ChunkStream:
+    """What ``stream_chat()`` gives: the answer's chunk dicts, as an async iterator (and an
+    async context manager that closes it).
+
+    The first ``__anext__`` sends the request, retrying before any output; every later one
+    hands back the body reader's own ``__anext__``. A failure after output raises
+    :class:`LLMStreamInterrupted`.
+    """
+
+    __slots__ = ("_call", "_closed", "_first", "_reader", "_request_for")
+
+    def __init__(self, call: Call, request_for: RequestFor, first: Request | None = None) -> None:
+        self._call = call
+        self._request_for = request_for
+        self._first = first
+        self._reader: AsyncGenerator[dict[str, Any], None] | None = None
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __anext__(self) -> Awaitable[dict[str, Any]]:
+        reader = self._reader
+        if reader is not None:
+            return reader.__anext__()
+        return self._open()
+
+    async def _open(self) -> dict[str, Any]:
+        """Send the request (retrying failures before any output) and give the first chunk;
+        from then on the reader serves ``__anext__``."""
+        if self._closed:
+            raise StopAsyncIteration
+        self._closed = True  # opened once, whatever happens
+        reader, chunk = await self._call.open(
+            self._request_for, first=self._first, collect_text=True
+        )
+        self._reader = reader
+        if chunk is ENDED:
+            raise StopAsyncIteration
+        result: dict[str, Any] = chunk
+        return result
+
+    async def aclose(self) -> None:
+        """Stop reading and give the connection back. Safe to call more than once."""
+        self._closed = True
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 class ChatStream:
@@ -45,19 +108,20 @@ class ChatStream:
         >>> print(result.usage, result.timings)
     """
 
-    __slots__ = ("_events", "_exposed", "_reader", "_result", "_resume")
+    __slots__ = ("_call", "_events", "_first", "_iterated", "_reader", "_request_for", "_result")
 
-    def __init__(self, *, resume: bool = False, exposed: bool = True) -> None:
-        self._resume = resume
-        #: Whether events reach a caller as they arrive (iteration), or only the final
-        #: result does (``chat()``): then a failure mid-stream can be retried from scratch.
-        self._exposed = exposed
+    def __init__(self, call: Call, request_for: RequestFor, first: Request | None = None) -> None:
+        self._call = call
+        self._request_for = request_for
+        self._first = first
+        self._iterated = False
+        #: The loop's generator, for a stream that may resume (it stays in between).
         self._events: AsyncGenerator[StreamEvent, None] | None = None
-        #: While set, the body reader that serves ``__anext__`` directly (see ``_run``).
+        #: The body reader that serves ``__anext__`` directly, once the first event is out.
         self._reader: AsyncGenerator[StreamEvent, None] | None = None
         self._result: ChatResult | None = None
 
-    async def __aenter__(self) -> ChatStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -70,26 +134,42 @@ class ChatStream:
 
     async def aclose(self) -> None:
         """Stop reading and give the connection back. Safe to call more than once."""
-        self._reader = None
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.aclose()
         if self._events is not None:
             await self._events.aclose()
 
     def __aiter__(self) -> Self:
-        if self._events is not None:
+        if self._iterated:
             raise LLMUsageError(
                 "a ChatStream can be iterated only once; use `await stream.result()` for the "
                 "whole answer"
             )
-        self._events = self._run()
+        self._iterated = True
+        if self._call.resume:
+            self._events = self._call.items(self._request_for, first=self._first, typed=True)
         return self
 
     def __anext__(self) -> Awaitable[StreamEvent]:
         reader = self._reader
         if reader is not None:
             return reader.__anext__()
-        if self._events is None:
+        if self._events is not None:
+            return self._events.__anext__()
+        if not self._iterated:
             raise LLMUsageError("iterate the stream with `async for`")
-        return self._events.__anext__()
+        return self._open()
+
+    async def _open(self) -> StreamEvent:
+        if self._call.attempts:  # opened before: its reader has ended or failed
+            raise StopAsyncIteration
+        reader, event = await self._call.open(self._request_for, first=self._first, typed=True)
+        self._reader = reader
+        if event is ENDED:
+            raise StopAsyncIteration
+        first: StreamEvent = event
+        return first
 
     async def text(self) -> AsyncIterator[str]:
         """The answer's text pieces as they arrive (other events are still accumulated)."""
@@ -104,196 +184,102 @@ class ChatStream:
             LLMError: As the stream would (see :meth:`LLMClient.stream`).
         """
         if self._result is None:
-            if self._events is None:
-                self._exposed = False  # nobody sees the events: a failure can start over
-                self._events = self._run()
-            self._reader = None
-            async for _event in self._events:
-                pass
+            call = self._call
+            untouched = self._reader is None and self._events is None and not call.attempts
+            if not self._iterated or untouched:
+                self._iterated = True
+                call.exposed = False  # nobody sees the events: a failure can start over
+                reader, _ = await call.open(
+                    self._request_for, first=self._first, typed=True, quiet=True
+                )
+                self._reader = reader
+            events = self._events
+            if events is not None:
+                async for _event in events:
+                    pass
+            rest, self._reader = self._reader, None
+            if rest is not None:
+                async for _event in rest:
+                    pass
+            if call.done:
+                self._result = await build_result(call)
         if self._result is None:
             raise LLMUsageError("the stream was closed before its answer was complete")
         return self._result
 
-    def _run(self) -> AsyncGenerator[StreamEvent, None]:
-        """The events of the answer, attempts and retries included; sets ``_result``.
 
-        A subclass may hand the body reader over (``_reader``) once the first event is out:
-        from then on ``__anext__`` takes events straight from it, and ``_run`` stays
-        suspended until ``result()`` or ``aclose()`` resumes it."""
-        raise NotImplementedError
+class RouterStream(ChatStream):
+    """One streaming answer from a ``Router``: the same events, ``text()`` and ``result()``
+    as :class:`ChatStream`, with each attempt on an endpoint the router picks.
 
-    def _after_output(self, error: LLMError, progress: Progress) -> None:
-        """A failure after events were delivered, and no resume: a caller who saw them gets
-        :class:`LLMStreamInterrupted`; if nobody saw them (``chat()``), they are forgotten and
-        the answer starts over."""
-        if self._exposed:
-            raise LLMStreamInterrupted.after(error, progress.text, progress.delivered) from error
-
-
-class Progress:
-    """What one answer has gathered so far, across its attempts; the sink its chunks go to
-    (see :meth:`Exchange.read_chunks`).
-
-    Args:
-        dialect: The dialect of the chunks.
-        quiet: Give no events back (``chat()``: nobody sees them), only accumulate.
+    Use it as an async context manager, as a ``ChatStream``.
     """
 
-    __slots__ = (
-        "_dialect",
-        "_loop",
-        "accumulator",
-        "delivered",
-        "first_at",
-        "on_output",
-        "quiet",
-        "server",
-    )
-
-    def __init__(self, dialect: Dialect = "openai", *, quiet: bool = False) -> None:
-        self.accumulator = Accumulator(dialect)
-        self.quiet = quiet
-        #: Events produced so far (delivered to the caller, unless quiet).
-        self.delivered = 0
-        #: Called with the loop time of each output event (text, reasoning, a tool call
-        #: piece), if set; the router sets it per attempt.
-        self.on_output: Callable[[float], None] | None = None
-        self._loop = asyncio.get_running_loop()
-        self.first_at: float | None = None
-        self._dialect = dialect
-        #: Which server answered, as the chunks tell (see ``guess_server``): guessed from
-        #: the first chunk, then from each finish chunk (llama.cpp and vLLM mark those).
-        self.server: ServerKind | None = None
+    __slots__ = ()
 
     @property
-    def text(self) -> str:
-        """The answer's text so far."""
-        return self.accumulator.text
-
-    def take(self, chunk: dict[str, Any]) -> Sequence[StreamEvent]:
-        """Feed one chunk to the accumulator and return its events (none when quiet),
-        noting when output began and which chunk may tell the server."""
-        events = self.accumulator.feed(chunk)
-        if self.server is None:
-            self.server = guess_server(self._dialect, chunk)
-        if events:
-            self.delivered += len(events)
-            # Events come in the order reasoning, text, tool calls, finish, usage: a chunk
-            # ending in text has no finish, and after the first output only the router
-            # wants to hear of more.
-            if self.first_at is None or self.on_output or type(events[-1]) is not TextDelta:
-                self._note(chunk, events)
-        return () if self.quiet else events
-
-    def _note(self, chunk: dict[str, Any], events: list[StreamEvent]) -> None:
-        for event in events:
-            kind = type(event)
-            if kind is FinishEvent:
-                self.server = guess_server(self._dialect, chunk)
-            elif kind is not UsageEvent and (self.first_at is None or self.on_output):
-                now = self._loop.time()
-                if self.first_at is None:
-                    self.first_at = now
-                if self.on_output is not None:
-                    self.on_output(now)
+    def endpoint(self) -> str | None:
+        """The name of the endpoint answering (the last one tried); ``None`` before."""
+        upstream = self._call.upstream
+        return upstream.name if upstream is not None else None
 
 
-class ClientStream(ChatStream):
-    """A :class:`ChatStream` from one :class:`LLMClient` (what ``client.stream()`` gives)."""
-
-    __slots__ = ("_client", "_request")
-
-    def __init__(
-        self,
-        client: LLMClient,
-        request: ChatRequest,
-        *,
-        resume: bool = False,
-        exposed: bool = True,
-    ) -> None:
-        super().__init__(resume=resume, exposed=exposed)
-        self._client = client
-        self._request = request
-
-    async def _run(self) -> AsyncGenerator[StreamEvent, None]:
-        client = self._client
-        request = self._request
-        started = asyncio.get_running_loop().time()
-        retries = client._retries(request.url, total_at=client._total_deadline())
-        max_retries = retries.max_retries
-        # A caller who iterates, with no resume to attempt, can take events straight from the
-        # body reader once the first is out: nothing is left for this generator to do per
-        # event, and the reader itself raises LLMStreamInterrupted after output. (Not for
-        # Ollama's native route, whose end-of-answer check belongs at the end of iteration.)
-        hand_over = self._exposed and not self._resume and request.dialect == "openai"
-        progress = Progress(request.dialect, quiet=not self._exposed)
-        resumes = 0
-        while True:
-            attempt = client._attempt(request, retries.total_at, progress, interrupted=hand_over)
-            try:
-                async with attempt as events:
-                    async for event in events:
-                        if hand_over:
-                            hand_over = False
-                            self._reader = events
-                        yield event
-                    self._reader = None
-                    exchange = attempt.exchange
-                    if exchange is None or exchange.ended_at is None:
-                        return  # the handed-over reader failed; its caller has the error
-                    ended = exchange.ended_at
-                break
-            except LLMError as error:
-                if progress.delivered:
-                    continued = self._continuation(error, progress, request, resumes)
-                    if continued is not None:
-                        await client._pause_before_retry(
-                            error,
-                            resumes + 1,
-                            max_retries,
-                            _resume_wait(client, resumes),
-                            request.url,
-                            event="llm_resume",
-                        )
-                        request, resumes = continued, resumes + 1
-                        continue
-                    self._after_output(error, progress)
-                elif request.drop_rejected_stream_options(error):
-                    client._no_stream_options.add(request.url)
-                    continue
-                await retries.wait_or_raise(error)
-                progress = Progress(request.dialect, quiet=not self._exposed)
-        self._result = await client._finish(
-            progress.accumulator,
-            request,
-            started,
-            progress.first_at,
-            progress.server,
-            ended,
-        )
-
-    def _continuation(
-        self, error: LLMError, progress: Progress, request: ChatRequest, resumes: int
-    ) -> ChatRequest | None:
-        """The request that continues the partial answer, when resuming is allowed: asked
-        for, resumes left, text delivered and no tool call begun, a server known to continue
-        a final assistant message, and a failure that is not the server refusing."""
-        client = self._client
-        if not self._resume or resumes >= client.config.max_retries:
-            return None
-        accumulator = progress.accumulator
-        if accumulator.tool_calls_started or not accumulator.text:
-            return None
-        if isinstance(error, LLMResponseError) and not _retry.is_retryable(error):
-            return None
-        server = client.server or progress.server or guess_server(request.dialect, None)
-        if server not in RESUMABLE_SERVERS:
-            return None
-        return request.continuation(accumulator.text, server)
+async def build_result(call: Call) -> ChatResult:
+    """The ``ChatResult`` of a call whose answer has ended: timings, server kind, and
+    Ollama's truncation warning."""
+    progress = call.progress
+    upstream = call.upstream
+    request = call.request
+    assert progress is not None
+    assert upstream is not None
+    assert isinstance(request, ChatRequest)
+    ended = call.ended_at if call.ended_at is not None else asyncio.get_running_loop().time()
+    accumulator = progress.accumulator
+    timings = timings_of(accumulator, accumulator.usage, call.started, progress.first_at, ended)
+    server = upstream.server or progress.server or guess_server(request.dialect, None)
+    warnings = []
+    if request.dialect == "ollama":
+        prompt_tokens = accumulator.ollama_metrics.get("prompt_eval_count")
+        warning = await _truncation_warning(upstream, request, prompt_tokens)
+        if warning:
+            warnings.append(warning)
+    return accumulator.result(server=server, timings=timings, warnings=warnings)
 
 
-def _resume_wait(client: LLMClient, resumes: int) -> float:
-    if not _retry.waits_enabled():
-        return 0.0
-    config = client.config
-    return _retry.backoff(resumes, config.retry_backoff_base, config.retry_backoff_max)
+async def _truncation_warning(
+    upstream: Upstream, request: ChatRequest, prompt_tokens: int | None
+) -> str:
+    """Ollama drops old messages without a word when the prompt exceeds the context in
+    use; when the prompt filled that context, say so."""
+    if not prompt_tokens:
+        return ""
+    options = request.options or {}
+    context = options.get("num_ctx")
+    if not isinstance(context, int):
+        context = await _running_context_length(upstream, request.model)
+    if context is None or prompt_tokens < context:
+        return ""
+    _log.warning(
+        "ollama_prompt_truncated",
+        model=request.model,
+        prompt_tokens=prompt_tokens,
+        context=context,
+    )
+    return (
+        f"The prompt filled the whole context ({prompt_tokens} of {context} tokens): "
+        "Ollama dropped the oldest messages to fit. Pass num_ctx=<larger> to keep them"
+    )
+
+
+async def _running_context_length(upstream: Upstream, model: str) -> int | None:
+    """The context size Ollama runs ``model`` with now (``/api/ps``), if it is loaded."""
+    try:
+        running = await upstream.probe().running()
+    except LLMError:
+        return None
+    wanted = canonical_ollama_name(model)
+    for entry in running:
+        if canonical_ollama_name(entry.name) == wanted:
+            return entry.context_length
+    return None
+

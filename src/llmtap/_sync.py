@@ -14,10 +14,9 @@ from typing import Any, TypeVar
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
-from llmtap._dialects import MessageLike
+from llmtap._wire.dialects import MessageLike
 from llmtap._errors import LLMUsageError
-from llmtap._preflight import PreflightReport
-from llmtap._results import ChatResult, StreamEvent, TextDelta
+from llmtap._results import ChatResult, PreflightReport, StreamEvent, TextDelta
 from llmtap._stream import ChatStream
 
 __all__ = ["SyncChatStream", "SyncClient"]

@@ -18,15 +18,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pydantic
 
-from llmtap._dialects import MessageLike
+from llmtap._wire.dialects import MessageLike
+from llmtap._api import ChatAPI
 from llmtap._errors import LLMToolLoopError, LLMUsageError
 from llmtap._log import get_logger
 from llmtap._messages import Message, ToolCall
 from llmtap._results import ChatResult, TextDelta
 from llmtap._tools import Tool, format_validation_errors
-
-if TYPE_CHECKING:
-    from llmtap._client import LLMClient
 
 __all__ = [
     "ToolCallFinished",
@@ -190,7 +188,7 @@ async def _run_round(
 
 
 async def _ask(
-    client: LLMClient,
+    client: ChatAPI,
     messages: list[MessageLike],
     tools: dict[str, Tool[..., Any]],
     on_event: ToolEventHandler | None,
@@ -208,7 +206,7 @@ async def _ask(
 
 
 async def run_tools(
-    client: LLMClient,
+    client: ChatAPI,
     messages: Iterable[MessageLike],
     tools: Iterable[Any],
     *,

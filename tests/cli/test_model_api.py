@@ -7,7 +7,7 @@ import pytest
 
 from llmtap import LLMResponseError, LLMUsageError, Message
 from llmtap._errors import LLMConnectionError
-from llmtap._models import ModelInfo, PullProgress
+from llmtap._results import ModelInfo, PullProgress
 from llmtap.testing import RecordedRequest, Reply, TestServer, echo_reply
 from tests.conftest import make_client
 

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from llmtap import LLMClient, LLMConfig, Message, TextDelta
-from llmtap._router import Router
+from llmtap import Router
 from llmtap.testing import Reply, TestServer
 from tests.reliability.hostile import RawRequest, RawServer, response_head
 

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmtap._errors import LLMStreamError
-from llmtap._ndjson import NDJSONDecoder
-from llmtap._sse import SSEDecoder, SSEEvent
+from llmtap._wire.ndjson import NDJSONDecoder
+from llmtap._wire.sse import SSEDecoder, SSEEvent
 
 # Byte soup biased towards what the decoders care about: line ends, colons, spaces, field
 # names, braces, NUL, a BOM and its pieces, broken UTF-8.

@@ -22,7 +22,7 @@ from llmtap import (
     Message,
     TextDelta,
 )
-from llmtap._router import Router
+from llmtap import Router
 from llmtap.testing import Reply, TestServer, no_retry_waits
 from tests.reliability.faults import (
     ANSWER,

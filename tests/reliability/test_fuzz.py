@@ -28,8 +28,8 @@ from llmtap import (
     LLMStreamInterrupted,
     Message,
 )
-from llmtap._ndjson import NDJSONDecoder
-from llmtap._sse import SSEDecoder
+from llmtap._wire.ndjson import NDJSONDecoder
+from llmtap._wire.sse import SSEDecoder
 from llmtap.testing import Reply, TestServer
 
 # --- a corpus of real shapes (WIRE.md), one answer per server -----------------------------

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
-from llmtap._dialects import MessageLike
+from llmtap._wire.dialects import MessageLike
 from llmtap._errors import LLMError, LLMUsageError
 from llmtap._messages import Message
 from llmtap._results import ChatResult

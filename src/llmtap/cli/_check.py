@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import orjson
 from rich.console import Console
 
-from llmtap._client import LLMClient
+from llmtap._client import LLMClient, upstream_of
 from llmtap._config import LLMConfig
 from llmtap._errors import (
     LLMConnectionError,
@@ -22,7 +22,8 @@ from llmtap._errors import (
     LLMUsageError,
 )
 from llmtap._messages import Message
-from llmtap._preflight import PreflightReport, read_model_listing
+from llmtap._results import PreflightReport
+from llmtap._wire.listings import read_model_listing
 from llmtap.cli._common import (
     EXIT_AUTH,
     EXIT_CONNECT,
@@ -90,9 +91,10 @@ class _Doctor:
         config = self.config
         endpoint = config.endpoint
         started = time.monotonic()
+        probe = upstream_of(client).probe()
         try:
             async with asyncio.timeout(config.preflight_timeout):
-                status, body, _ = await client._get_json(config.url_for("/api/version"))
+                status, body, _ = await probe.get("/api/version")
         except (LLMConnectionError, TimeoutError) as exc:
             return self.add(
                 "reachable",
@@ -120,7 +122,7 @@ class _Doctor:
         if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
             return self.add("server", True, f"Ollama {body['version']}")
         models_url = config.url_for("/v1/models")
-        status, listing, _ = await client._get_json(models_url)
+        status, listing, _ = await upstream_of(client).probe().get(models_url)
         if status in (401, 403):
             self.add("server", True, "an OpenAI-compatible API (details need a valid key)")
             return self._auth_failed(status)
@@ -145,7 +147,7 @@ class _Doctor:
             )
         version = None
         if kind == "vllm":
-            _, answer, _ = await client._get_json(config.root_url + "/version")
+            _, answer, _ = await upstream_of(client).probe().get(config.root_url + "/version")
             if isinstance(answer, dict) and isinstance(answer.get("version"), str):
                 version = answer["version"]
         names = {"llama.cpp": "llama.cpp", "vllm": "vLLM", "openai-compatible": "OpenAI-compatible"}

@@ -15,8 +15,9 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from llmtap._config import ConfigFileError, LLMConfig, default_config_path, read_config_file
+from llmtap._config import LLMConfig, default_config_path, read_config_file
 from llmtap._errors import (
+    ConfigFileError,
     LLMConnectionError,
     LLMError,
     LLMResponseError,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
-from llmtap._models import ModelInfo
+from llmtap._results import ModelInfo
 from llmtap.cli._common import EXIT_OK, consoles
 
 __all__ = ["human_bytes", "models_command", "models_table"]

@@ -30,6 +30,9 @@ class RecordedRequest:
         headers: The request headers with lower-cased names; repeated headers are joined
             with ``", "``.
         body: The raw request body (``b""`` when there was none).
+        connection: Which connection it came on: 1 for the first the server accepted, 2
+            for the next... (a client that keeps connections alive sends several requests
+            on one).
     """
 
     method: str
@@ -37,6 +40,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: bytes
+    connection: int = 0
 
     @property
     def json(self) -> Any:

@@ -213,6 +213,9 @@ class TestServer:
         self._runner: web.AppRunner | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
         self._transports: weakref.WeakSet[asyncio.Transport] = weakref.WeakSet()
+        #: The number of each connection a request came on, by transport.
+        self._connections: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+        self._connections_seen = 0
         self._routes = self._route_table()
 
     # -- public API -------------------------------------------------------------------------
@@ -235,6 +238,21 @@ class TestServer:
         """The recorded chat requests (``POST`` to a chat path of this dialect)."""
         paths = _CHAT_PATHS[self.dialect]
         return [r for r in self.requests if r.method == "POST" and r.path in paths]
+
+    @property
+    def connections(self) -> int:
+        """How many connections requests have come on so far."""
+        return self._connections_seen
+
+    def _connection_number(self, request: web.Request) -> int:
+        transport = request.transport
+        if transport is None:
+            return 0
+        number = self._connections.get(transport)
+        if number is None:
+            self._connections_seen += 1
+            number = self._connections[transport] = self._connections_seen
+        return number
 
     @property
     def pending_replies(self) -> int:
@@ -326,6 +344,7 @@ class TestServer:
                 query=dict(request.query.items()),
                 headers=headers,
                 body=body,
+                connection=self._connection_number(request),
             )
             self.requests.append(record)
             return await self._dispatch(request, record)

@@ -1,11 +1,12 @@
 """``Router``: many LLM servers as one client, with no proxy process in between.
 
-Each endpoint has its own :class:`LLMClient`; the router makes every attempt through one of
-them and runs the retry loop itself (``_router_call``), so that a failed attempt can go to
-another endpoint. The rule of the single client holds across endpoints: a request moves only
-while nothing has reached the caller, and no token is ever delivered twice. Health, listings,
-load and the choice of an endpoint live in ``_router_pool``; what is known of one endpoint in
-``_router_endpoint``. This module is the public face: construction, configuration, the calls.
+Each endpoint is an :class:`~llmtap._upstream.Upstream`, as a client's is; every call runs the
+same attempt loop as a client's (``llmtap._call``), over a route that picks an endpoint per
+attempt, so that a failed attempt can go to another endpoint. The rule of the single client
+holds across endpoints: a request moves only while nothing has reached the caller, and no
+token is ever delivered twice. Health, listings, load and the choice of an endpoint live in
+``pool``; what is known of one endpoint in ``endpoint``. This module is the public face:
+construction, configuration, the calls.
 """
 
 from __future__ import annotations
@@ -14,40 +15,29 @@ import asyncio
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Self, TypeVar, cast, overload
+from typing import Any, NamedTuple, Self, TypeVar, overload
 
 from pydantic import ValidationError
 
-from llmtap._client import LLMClient
-from llmtap._config import ConfigFileError, LLMConfig, read_config_file
-from llmtap._dialects import MessageLike
-from llmtap._errors import LLMError, LLMUsageError, redact_url
-from llmtap._preflight import PreflightReport
-from llmtap._results import ChatResult
-from llmtap._router_call import (
-    Call,
-    RouterStream,
-    routed_chunks,
-    routed_completion,
-    routed_embeddings,
-)
-from llmtap._router_endpoint import (
-    STRATEGIES,
-    Endpoint,
-    EndpointStats,
-    LLMRouterBusyError,
-    RetryBudget,
-    Strategy,
-    counts_against,
-)
-from llmtap._router_pool import Pool
+from llmtap._call import Call
+from llmtap._client import LLMClient, client_for
+from llmtap._config import LLMConfig, read_config_file
+from llmtap._errors import ConfigFileError, LLMError, LLMUsageError, redact_url
+from llmtap._hooks import Hook, Hooks, Operation
+from llmtap._parse import parse as _parse
+from llmtap._preflight import run_preflight
+from llmtap._results import ChatResult, PreflightReport
+from llmtap._retry import counts_against
+from llmtap._router.endpoint import STRATEGIES, Endpoint, EndpointStats, RetryBudget, Strategy
+from llmtap._router.pool import Pool
+from llmtap._stream import ChunkStream, RouterStream, build_result
+from llmtap._toolloop import ToolRun, run_tools
+from llmtap._upstream import Upstream
+from llmtap._wire.dialects import MessageLike
 
-if TYPE_CHECKING:
-    from llmtap._toolloop import ToolRun
-
-__all__ = ["EndpointStats", "LLMRouterBusyError", "Router", "RouterStream"]
+__all__ = ["EndpointStats", "Router", "RouterStream"]
 
 
 _T = TypeVar("_T")
@@ -93,16 +83,21 @@ class Router:
             mapping's own ``max_concurrency`` wins). Requests beyond it wait in a queue.
         queue_timeout: Longest wait in that queue, in seconds (``None``: no limit); then
             :class:`LLMRouterBusyError`.
-        max_retries: Attempts after the first, across endpoints (resumes included); by
-            default the largest ``max_retries`` of the endpoints' configurations.
-        retry_budget: Retries may add at most this fraction of the first attempts that
-            succeeded over the last 10 s...
-        retry_budget_min: ...plus this many, so that a quiet router can still retry.
+        max_retries: Attempts after the first, across endpoints (resumes included): the
+            router's failover count. Each endpoint's own ``max_retries`` is how many times
+            one call may go back to that same endpoint (``0``: never twice to the same
+            server; the call still moves to others).
+        retry_budget: Retries may add at most this fraction of the requests sent over the
+            last 10 s (every first attempt counts, finished or not)...
+        retry_budget_min: ...plus this many per second (100 per 10 s by default), so that a
+            quiet router can still retry (Finagle's ``RetryBudget``).
         cooldown: Seconds an endpoint stays out after a failure before the first probe.
         max_cooldown: The longest wait between probes of an endpoint that keeps failing.
         refresh_interval: Seconds between two reads of every healthy endpoint's listing.
         prefer_loaded: For ``least_busy``, break ties in favour of endpoints that have the
             model in memory.
+        hooks: Lifecycle hooks for every call the router makes (see ``llmtap.RequestStarted``
+            and the other records); each endpoint configuration's own ``hooks`` are not used.
 
     Raises:
         ValueError: An argument is out of range (the message names it).
@@ -126,13 +121,14 @@ class Router:
         weights: Sequence[float] | None = None,
         max_concurrency: int | None = None,
         queue_timeout: float | None = 30.0,
-        max_retries: int | None = None,
+        max_retries: int = 2,
         retry_budget: float = 0.2,
-        retry_budget_min: int = 10,
+        retry_budget_min: float = 10.0,
         cooldown: float = 5.0,
         max_cooldown: float = 60.0,
         refresh_interval: float = 30.0,
         prefer_loaded: bool = True,
+        hooks: Sequence[Hook] = (),
     ) -> None:
         if isinstance(endpoints, str | LLMConfig) or not endpoints:
             raise ValueError("endpoints must be a non-empty list of LLMConfig objects or URLs")
@@ -145,7 +141,7 @@ class Router:
             )
         _check(max_concurrency is None or max_concurrency >= 1, "max_concurrency must be >= 1")
         _check(queue_timeout is None or queue_timeout > 0, "queue_timeout must be > 0 or None")
-        _check(max_retries is None or max_retries >= 0, "max_retries must be >= 0")
+        _check(max_retries >= 0, "max_retries must be >= 0")
         _check(retry_budget >= 0 and retry_budget_min >= 0, "the retry budget must be >= 0")
         _check(0 < cooldown <= max_cooldown, "cooldown must be > 0 and <= max_cooldown")
         _check(refresh_interval > 0, "refresh_interval must be > 0")
@@ -159,23 +155,15 @@ class Router:
             _check(0 < weight < math.inf, f"the weight of endpoint {index} must be > 0")
             limit = spec.max_concurrency if spec.max_concurrency is not None else max_concurrency
             _check(limit is None or limit >= 1, f"max_concurrency of endpoint {index} must be >= 1")
+            upstream = Upstream(config, name=spec.name or redact_url(config.endpoint), index=index)
             members.append(
-                Endpoint(
-                    index,
-                    LLMClient(config),
-                    name=spec.name or redact_url(config.endpoint),
-                    weight=weight,
-                    max_concurrency=limit,
-                )
+                Endpoint(upstream, client_for(upstream), weight=weight, max_concurrency=limit)
             )
         self._endpoints = members
         self._model = model or None
-        self._max_retries = (
-            max(e.client.config.max_retries for e in members)
-            if max_retries is None
-            else max_retries
-        )
+        self._max_retries = max_retries
         self._budget = RetryBudget(retry_budget, retry_budget_min)
+        self._hooks = Hooks(hooks) if hooks else None
         self._pool = Pool(
             members,
             strategy=strategy,
@@ -185,6 +173,7 @@ class Router:
             queue_timeout=queue_timeout,
             prefer_loaded=prefer_loaded,
         )
+        self._route = _Route(self._pool, self._budget)
         self._closed = False
 
     # --- construction from files and the environment ----------------------------------------
@@ -285,7 +274,7 @@ class Router:
     @property
     def endpoints(self) -> tuple[LLMConfig, ...]:
         """The endpoints' configurations, in order."""
-        return tuple(e.client.config for e in self._endpoints)
+        return tuple(e.upstream.config for e in self._endpoints)
 
     @property
     def clients(self) -> tuple[LLMClient, ...]:
@@ -328,7 +317,7 @@ class Router:
             return
         self._closed = True
         await self._pool.close()
-        await asyncio.gather(*(e.client.close() for e in self._endpoints))
+        await asyncio.gather(*(e.upstream.close() for e in self._endpoints))
 
     async def __aenter__(self) -> Self:
         return self
@@ -345,40 +334,43 @@ class Router:
             For each endpoint, in order, its report or the error that its check raised. An
             endpoint that could not be reached or answered 5xx is taken out (and probed);
             one without the model is skipped for it.
-
-        Raises:
-            LLMUsageError: An endpoint has no model set and several to choose from.
         """
         self._pool.start()
         outcomes = await asyncio.gather(
-            *(e.client.preflight_check() for e in self._endpoints), return_exceptions=True
+            *(self._preflight(e.upstream) for e in self._endpoints), return_exceptions=True
         )
         reports: list[PreflightReport | LLMError] = []
         for endpoint, outcome in zip(self._endpoints, outcomes, strict=True):
-            if isinstance(outcome, PreflightReport):
-                endpoint.kind = outcome.server
-            elif isinstance(outcome, LLMError):
+            if isinstance(outcome, LLMError):
                 if counts_against(outcome):
                     self._pool.take_down(endpoint, outcome)
-            else:
+            elif not isinstance(outcome, PreflightReport):
                 raise outcome
             reports.append(outcome)
         await self._pool.refresh()
         return reports
 
+    @staticmethod
+    async def _preflight(upstream: Upstream) -> PreflightReport:
+        report = await run_preflight(upstream.probe(), upstream.config, upstream.model)
+        upstream.server = report.server
+        upstream.model = report.model
+        return report
+
     def stream_chat(
         self, messages: Iterable[MessageLike], tools: Sequence[Any] | None = None, **params: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ChunkStream:
         """Like :meth:`LLMClient.stream_chat` on one endpoint the router picks: no retries."""
-        return routed_chunks(self._call(params.get("model"), 0), list(messages), tools, params)
+        call = self._call(params, max_retries=0)
+        return ChunkStream(call, _chat_request(list(messages), tools, params, call, stream=True))
 
     def stream_chat_with_retry(
         self, messages: Iterable[MessageLike], tools: Sequence[Any] | None = None, **params: Any
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> ChunkStream:
         """Stream chunk dicts as :meth:`LLMClient.stream_chat_with_retry` does, moving to
         another endpoint after a retryable failure before the first chunk."""
-        call = self._call(params.get("model"), self._max_retries)
-        return routed_chunks(call, list(messages), tools, params)
+        call = self._call(params)
+        return ChunkStream(call, _chat_request(list(messages), tools, params, call, stream=True))
 
     def stream(
         self,
@@ -394,7 +386,8 @@ class Router:
         ``resume=True``, a stream that breaks after text arrived is continued (an assistant
         prefill) on an endpoint that can continue it, as the single client does.
         """
-        return RouterStream(self._new_call(params), list(messages), tools, params, resume=resume)
+        call = self._call(params, resume=resume)
+        return RouterStream(call, _chat_request(list(messages), tools, params, call, stream=True))
 
     async def chat(
         self,
@@ -407,23 +400,37 @@ class Router:
     ) -> ChatResult:
         """Ask once and get the whole answer, as :meth:`LLMClient.chat` does. Nothing reaches
         the caller before the result, so a failure anywhere moves to another endpoint."""
-        messages = list(messages)
-        if stream:
-            new_call = self._new_call(params)
-            routed = RouterStream(new_call, messages, tools, params, resume=resume, exposed=False)
-            return await routed.result()
-        call = self._call(params.get("model"), self._max_retries)
-        return await routed_completion(call, messages, tools, params)
+        call = self._call(params, exposed=False, resume=resume and stream, stream=stream)
+        request_for = _chat_request(list(messages), tools, params, call, stream=stream)
+        reader, _ = await call.open(request_for, typed=True, quiet=True)
+        async for _event in reader:  # quiet: nothing, until the answer has been read
+            pass
+        return await build_result(call)
 
     async def embed(
         self, texts: str | Sequence[str], *, model: str | None = None, **params: Any
     ) -> list[list[float]]:
-        """Embed texts, as :meth:`LLMClient.embed` does, one batch per routed request.
+        """Embed texts, as :meth:`LLMClient.embed` does, one batch per routed request (of
+        the chosen endpoint's ``embed_batch_size``).
 
         Only endpoints that list the embedding model are used.
         """
         items = [texts] if isinstance(texts, str) else list(texts)
-        return await routed_embeddings(lambda: self._call(model, self._max_retries), items, params)
+        vectors: list[list[float]] = []
+        while len(vectors) < len(items):
+            start = len(vectors)
+            call = self._call(
+                {"model": model}, exposed=False, stream=False, operation="embeddings"
+            )
+
+            def request_for(upstream: Upstream, start: int = start, call: Call = call) -> Any:
+                batch = items[start : start + upstream.config.embed_batch_size]
+                return upstream.embeddings_request(batch, params, model=call.model)
+
+            reader, found = await call.open(request_for)
+            await reader.aclose()
+            vectors.extend(found)
+        return vectors
 
     async def run_tools(
         self, messages: Iterable[MessageLike], tools: Sequence[Any], **options: Any
@@ -433,7 +440,7 @@ class Router:
         A round that fails before its answer is complete moves to another endpoint; the
         tools of earlier rounds are never run again.
         """
-        return await LLMClient.run_tools(cast(LLMClient, self), messages, tools, **options)
+        return await run_tools(self, messages, tools, **options)
 
     @overload
     async def parse(
@@ -447,20 +454,104 @@ class Router:
 
     async def parse(self, messages: Iterable[MessageLike], output_type: Any, **options: Any) -> Any:
         """Structured output as :meth:`LLMClient.parse` gives it, each request routed."""
-        return await LLMClient.parse(cast(LLMClient, self), messages, output_type, **options)
+        return await _parse(self, messages, output_type, **options)
 
     # --- routing --------------------------------------------------------------------------
 
-    def _call(self, model: Any, max_retries: int) -> Call:
-        """A new routed request for ``model`` (the router's default if not a name)."""
+    def _call(
+        self,
+        params: Mapping[str, Any],
+        *,
+        max_retries: int | None = None,
+        exposed: bool = True,
+        resume: bool = False,
+        stream: bool = True,
+        operation: Operation = "chat",
+    ) -> Call:
+        """A new routed call, for the model ``params`` names (else the router's default)."""
         if self._closed:
             raise LLMUsageError("this Router is closed; create a new one")
-        model = model if isinstance(model, str) and model else self._model
-        return Call(self._pool, self._budget, model, max_retries)
+        model = params.get("model")
+        return Call(
+            self._route,
+            max_retries=self._max_retries if max_retries is None else max_retries,
+            hooks=self._hooks,
+            operation=operation,
+            model=model if isinstance(model, str) and model else self._model,
+            stream=stream,
+            exposed=exposed,
+            resume=resume,
+        )
 
-    def _new_call(self, params: Mapping[str, Any]) -> Callable[[], Call]:
-        """What a stream calls when it starts (a closed router raises then)."""
-        return lambda: self._call(params.get("model"), self._max_retries)
+
+class _Route:
+    """The router's side of the attempt loop: an endpoint per attempt from the pool, each
+    given back with how the attempt went, and the retry budget."""
+
+    __slots__ = ("_deposit", "_pool", "budget", "endpoint")
+
+    log_prefix = "router"
+
+    def __init__(self, pool: Pool, budget: RetryBudget) -> None:
+        self._pool = pool
+        self.endpoint: str | None = None
+        self.budget = budget.withdraw
+        self._deposit = budget.deposit
+
+    def _exhausted(self, call: Call) -> set[int]:
+        """Endpoints that this call may not go back to: tried more than their own
+        ``max_retries`` allows."""
+        endpoints = self._pool.endpoints
+        return {
+            index
+            for index, tries in call.tries.items()
+            if tries > endpoints[index].upstream.config.max_retries
+        }
+
+    async def acquire(self, call: Call, wait: float) -> Upstream:
+        if wait > 0:  # the backoff, before a slot is taken (there is no untried endpoint)
+            await asyncio.sleep(wait)
+        pool = self._pool
+        endpoint = await pool.acquire(call.model, call.tries, self._exhausted(call))
+        pool.begin(endpoint)
+        return endpoint.upstream
+
+    def release(
+        self,
+        call: Call,
+        upstream: Upstream,
+        *,
+        error: LLMError | None = None,
+        ok: bool = False,
+        ttft: float | None = None,
+    ) -> None:
+        endpoint = self._pool.endpoints[upstream.index]
+        self._pool.release(
+            endpoint, model=call.model or endpoint.model, error=error, ok=ok, ttft=ttft
+        )
+
+    def elsewhere(self, call: Call) -> bool:
+        return self._pool.untried(call.model, call.tries)
+
+    def deposit(self) -> None:
+        self._deposit()
+
+
+def _chat_request(
+    messages: list[MessageLike],
+    tools: Sequence[Any] | None,
+    params: Mapping[str, Any],
+    call: Call,
+    *,
+    stream: bool,
+) -> Any:
+    """The request builder of a routed chat call: each endpoint's own dialect, URL and
+    model."""
+
+    def request_for(upstream: Upstream) -> Any:
+        return upstream.chat_request(messages, tools, params, stream=stream, model=call.model)
+
+    return request_for
 
 
 def _check(condition: bool, message: str) -> None:

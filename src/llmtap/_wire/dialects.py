@@ -12,21 +12,21 @@ from typing import Any, Literal
 import orjson
 
 from llmtap._messages import Message
+from llmtap._results import ServerKind
 
 __all__ = [
     "Dialect",
     "ErrorInfo",
+    "MessageLike",
     "ServerKind",
     "build_payload",
     "completion_to_chunk",
     "guess_server",
     "parse_error_body",
+    "parse_error_object",
 ]
 
 Dialect = Literal["openai", "ollama"]
-
-#: The kinds of server llmtap tells apart.
-ServerKind = Literal["ollama", "llama.cpp", "vllm", "openai-compatible"]
 
 MessageLike = Message | Mapping[str, Any]
 

@@ -7,7 +7,7 @@ they arrive.
 
 from __future__ import annotations
 
-from llmtap._lines import LineBuffer
+from llmtap._wire.lines import LineBuffer
 
 __all__ = ["NDJSONDecoder"]
 

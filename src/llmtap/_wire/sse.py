@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from contextlib import suppress
 
-from llmtap._lines import LineBuffer
+from llmtap._wire.lines import LineBuffer
 
 __all__ = ["SSEDecoder", "SSEEvent"]
 

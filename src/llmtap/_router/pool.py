@@ -2,8 +2,8 @@
 
 `Pool` owns everything that outlives a single request: the background tasks (a periodic listing
 refresh, and a probe per endpoint while it cools down), the queue of requests waiting for a free
-slot, and the strategies that pick an endpoint. It talks to the servers only through each
-endpoint's `LLMClient` (``_get_json``) and never retries: the routing loop does that.
+slot, and the strategies that pick an endpoint. It asks the servers only through each endpoint's
+:class:`~llmtap._probe.Probe` and never retries: the attempt loop does that.
 """
 
 from __future__ import annotations
@@ -17,19 +17,15 @@ from typing import Any, Literal
 from llmtap._errors import (
     LLMConnectionError,
     LLMError,
+    LLMModelError,
     LLMResponseError,
-    LLMTimeoutError,
+    LLMRouterBusyError,
     LLMUsageError,
 )
 from llmtap._log import get_logger
-from llmtap._preflight import canonical_ollama_name, read_model_listing, read_ollama_tags
-from llmtap._router_endpoint import (
-    Endpoint,
-    LLMRouterBusyError,
-    Strategy,
-    counts_against,
-    model_gone,
-)
+from llmtap._retry import counts_against, model_gone
+from llmtap._router.endpoint import Endpoint, Strategy
+from llmtap._wire.listings import canonical_ollama_name
 
 __all__ = ["Pool"]
 
@@ -45,14 +41,19 @@ _Problem = Literal["no_model", "missing", "down", "full"]
 class _Waiter:
     """A request waiting in the queue for a slot."""
 
-    __slots__ = ("avoid", "future", "model")
+    __slots__ = ("avoid", "exclude", "future", "model")
 
     def __init__(
-        self, future: asyncio.Future[Endpoint], model: str | None, avoid: frozenset[int]
+        self,
+        future: asyncio.Future[Endpoint],
+        model: str | None,
+        avoid: frozenset[int],
+        exclude: frozenset[int],
     ) -> None:
         self.future = future
         self.model = model
         self.avoid = avoid
+        self.exclude = exclude
 
 
 class Pool:
@@ -157,58 +158,24 @@ class Pool:
         self._listed_at = asyncio.get_running_loop().time()
 
     async def read_listing(self, endpoint: Endpoint) -> None:
-        """Read ``endpoint``'s models (and, on Ollama, the loaded ones).
+        """Read ``endpoint``'s models (and, on Ollama, the loaded ones), within its
+        ``preflight_timeout``. A server that answers but has no listing to give is kept,
+        with its listing unknown.
 
         Raises:
-            LLMError: It could not be reached, timed out, or answered with a 5xx status.
+            LLMError: It could not be reached, timed out, or is failing (a 5xx status).
         """
-        config = endpoint.client.config
         try:
-            async with asyncio.timeout(config.preflight_timeout):
-                await self._read_listing(endpoint)
-        except TimeoutError as exc:
-            raise LLMTimeoutError(
-                f"{endpoint.name} sent no model listing within preflight_timeout "
-                f"({config.preflight_timeout:g} s)",
-                deadline="preflight",
-                timeout=config.preflight_timeout,
-                method="GET",
-                url=config.endpoint,
-            ) from exc
-
-    async def _read_listing(self, endpoint: Endpoint) -> None:
-        client = endpoint.client
-        config = client.config
-        kind = endpoint.kind or client.server
-        if kind in (None, "ollama"):
-            url = config.url_for("/api/tags")
-            status, body, _ = await client._get_json(url)
-            if status == 200 and isinstance(body, dict) and isinstance(body.get("models"), list):
-                endpoint.kind = "ollama"
-                endpoint.set_models(read_ollama_tags(body))
-                endpoint.loaded = await self._loaded(endpoint)
-                return
-            _raise_for_failing(status, url)
-            if kind == "ollama":
-                endpoint.set_models(None)
-                return
-        url = config.url_for("/v1/models")
-        status, body, _ = await client._get_json(url)
-        _raise_for_failing(status, url)
-        try:
-            if status != 200:
-                raise ValueError(f"status {status}")
-            endpoint.kind, models, aliases = read_model_listing(body)
-        except ValueError:
+            listing = await endpoint.upstream.probe().listing(endpoint.kind)
+        except LLMResponseError as error:
+            if counts_against(error):
+                raise
             endpoint.set_models(None)  # reachable, but no listing to go by
             return
-        endpoint.set_models(models, aliases)
-
-    async def _loaded(self, endpoint: Endpoint) -> set[str]:
-        status, body, _ = await endpoint.client._get_json(endpoint.client.config.url_for("/api/ps"))
-        if status != 200:
-            return set()
-        return {canonical_ollama_name(name) for name in read_ollama_tags(body)}
+        endpoint.kind = listing.kind
+        endpoint.set_models(listing.names, dict(listing.aliases))
+        if listing.kind == "ollama":
+            endpoint.loaded = listing.loaded
 
     def _on_demand_refresh_due(self) -> bool:
         """Whether a request for a model no listing names may re-read the listings now: at
@@ -274,10 +241,12 @@ class Pool:
 
     # --- slots ----------------------------------------------------------------------------
 
-    async def acquire(self, model: str | None, avoid: Iterable[int]) -> Endpoint:
+    async def acquire(
+        self, model: str | None, avoid: Iterable[int], exclude: Iterable[int] = ()
+    ) -> Endpoint:
         """An endpoint for ``model`` (``None``: each endpoint's own), with a slot reserved on
-        it; one not in ``avoid`` when there is one. Waits in the queue while every candidate
-        is full.
+        it; one not in ``avoid`` when there is one, never one in ``exclude``. Waits in the
+        queue while every candidate is full.
 
         Raises:
             LLMUsageError: No model is set anywhere.
@@ -288,16 +257,28 @@ class Pool:
         self.start()
         await self.ensure_listed()
         avoid = frozenset(avoid)
-        choice = self._pick(model, avoid)
+        exclude = frozenset(exclude)
+        choice = self._pick(model, avoid, exclude)
         if choice == "missing" and self._on_demand_refresh_due():
             await self.refresh()
-            choice = self._pick(model, avoid)
+            choice = self._pick(model, avoid, exclude)
         if isinstance(choice, Endpoint):
             choice.in_flight += 1
             return choice
         if choice == "full":
-            return await self._wait(model, avoid)
+            return await self._wait(model, avoid, exclude)
         raise self._error(choice, model)
+
+    def untried(self, model: str | None, tried: Iterable[int]) -> bool:
+        """Whether a healthy endpoint that serves ``model`` is not among ``tried``."""
+        tried = frozenset(tried)
+        return any(
+            endpoint.index not in tried
+            and endpoint.state == "healthy"
+            and (name := model or endpoint.model)
+            and endpoint.serves(name) is not False
+            for endpoint in self.endpoints
+        )
 
     def begin(self, endpoint: Endpoint) -> None:
         """Count an attempt sent on a reserved slot."""
@@ -331,9 +312,11 @@ class Pool:
                 endpoint.forget(model)
         self._wake()
 
-    async def _wait(self, model: str | None, avoid: frozenset[int]) -> Endpoint:
+    async def _wait(
+        self, model: str | None, avoid: frozenset[int], exclude: frozenset[int]
+    ) -> Endpoint:
         future: asyncio.Future[Endpoint] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(future, model, avoid)
+        waiter = _Waiter(future, model, avoid, exclude)
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(self.queue_timeout):
@@ -366,7 +349,7 @@ class Pool:
         for waiter in self._waiters:
             if waiter.future.done():
                 continue
-            choice = self._pick(waiter.model, waiter.avoid)
+            choice = self._pick(waiter.model, waiter.avoid, waiter.exclude)
             if isinstance(choice, Endpoint):
                 choice.in_flight += 1
                 waiter.future.set_result(choice)
@@ -378,13 +361,17 @@ class Pool:
 
     # --- choosing -------------------------------------------------------------------------
 
-    def _pick(self, model: str | None, avoid: frozenset[int]) -> Endpoint | _Problem:
-        """An endpoint for ``model`` with a free slot (one not in ``avoid`` if possible), or
-        why there is none."""
+    def _pick(
+        self, model: str | None, avoid: frozenset[int], exclude: frozenset[int] = frozenset()
+    ) -> Endpoint | _Problem:
+        """An endpoint for ``model`` with a free slot (one not in ``avoid`` if possible, none
+        in ``exclude``), or why there is none."""
         serving: list[tuple[Endpoint, str]] = []
         named = False
         for endpoint in self.endpoints:
-            name = model or endpoint.client.model
+            if endpoint.index in exclude:
+                continue
+            name = model or endpoint.model
             if not name:
                 continue
             named = True
@@ -441,17 +428,18 @@ class Pool:
                 else f"{e.name}: (no listing)"
                 for e in self.endpoints
             )
-            return LLMResponseError(
+            return LLMModelError(
                 f"No endpoint serves {what}. Listings: {listings}. Pull the model on one of "
                 "them (`ollama pull <model>`) or ask for a listed one",
                 404,
+                model=model or "",
             )
         if problem == "down":
             now = asyncio.get_running_loop().time()
             waits = "; ".join(
                 f"{e.name}: {e.last_error}, probed again in {max(0.0, e.probe_at - now):.1f} s"
                 for e in self.endpoints
-                if e.state == "cooling_down" and e.serves(model or e.client.model) is not False
+                if e.state == "cooling_down" and e.serves(model or e.model) is not False
             )
             return LLMConnectionError(
                 f"Every endpoint that serves {what} is cooling down after failures ({waits}). "
@@ -461,7 +449,7 @@ class Pool:
 
     def _describe(self, model: str | None) -> str:
         """The model asked for, quoted (``None``: the endpoints' own, when they agree)."""
-        names = {model} if model else {e.client.model for e in self.endpoints} - {""}
+        names = {model} if model else {e.model for e in self.endpoints} - {""}
         return repr(names.pop()) if len(names) == 1 else "the endpoints' configured models"
 
     def _busy_error(self, model: str | None) -> LLMRouterBusyError:
@@ -470,15 +458,4 @@ class Pool:
             f"Every endpoint that serves {self._describe(model)} stayed at its max_concurrency "
             f"for the whole queue_timeout ({timeout}); raise max_concurrency or queue_timeout, "
             "or add endpoints"
-        )
-
-
-def _raise_for_failing(status: int, url: str) -> None:
-    """A 5xx answer to a listing: the server is failing, or still loading its model."""
-    if status >= 500:
-        raise LLMResponseError(
-            f"{url} answered {status}: the server is failing or still loading its model",
-            status,
-            method="GET",
-            url=url,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmtap._preflight import (
+from llmtap._wire.listings import (
     canonical_ollama_name,
     match_model,
     read_model_listing,

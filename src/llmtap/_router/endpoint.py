@@ -1,7 +1,8 @@
-"""What the router knows about one endpoint, and the small policies it applies to failures.
+"""What the router knows about one endpoint, and its retry budget.
 
-Plain state and pure functions, no I/O: `Endpoint` (health, load, listing), `EndpointStats`
-(its public snapshot), which failures count against an endpoint, and the `RetryBudget`.
+Plain state, no I/O: `Endpoint` (health, load, listing), `EndpointStats` (its public
+snapshot), and the `RetryBudget`. Which failures count against an endpoint is retry policy
+(``llmtap._retry.counts_against``).
 """
 
 from __future__ import annotations
@@ -11,22 +12,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from llmtap._errors import LLMConnectionError, LLMError, LLMResponseError, redact_url
-from llmtap._preflight import ServerKind, canonical_ollama_name, match_model
+from llmtap._errors import redact_url
+from llmtap._results import ServerKind
+from llmtap._wire.listings import canonical_ollama_name, match_model
 
 if TYPE_CHECKING:
     from llmtap._client import LLMClient
+    from llmtap._upstream import Upstream
 
 __all__ = [
     "STRATEGIES",
     "Endpoint",
     "EndpointStats",
-    "LLMRouterBusyError",
     "RetryBudget",
     "State",
     "Strategy",
-    "counts_against",
-    "model_gone",
 ]
 
 #: How the router spreads requests over its endpoints.
@@ -35,11 +35,6 @@ STRATEGIES: tuple[Strategy, ...] = ("failover", "least_busy", "round_robin")
 
 #: An endpoint is ``healthy`` (takes requests) or ``cooling_down`` (out after a failure, probed).
 State = Literal["healthy", "cooling_down"]
-
-
-class LLMRouterBusyError(LLMError):
-    """Every endpoint that serves the model stayed at its ``max_concurrency`` for the whole
-    ``queue_timeout``: the router is saturated. Raise either limit, or add endpoints."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,59 +69,42 @@ class EndpointStats:
     models: tuple[str, ...] | None
 
 
-def counts_against(error: LLMError) -> bool:
-    """Whether a failure says the endpoint itself is in trouble: it could not be reached, the
-    connection broke or timed out, or it answered with a 5xx status."""
-    if isinstance(error, LLMConnectionError):
-        return True
-    return (
-        isinstance(error, LLMResponseError)
-        and error.status_code is not None
-        and error.status_code >= 500
-    )
-
-
-def model_gone(error: LLMError) -> bool:
-    """Whether ``error`` is a server saying it does not have the requested model (its listing
-    was out of date): another endpoint may still have it."""
-    return (
-        isinstance(error, LLMResponseError)
-        and error.status_code == 404
-        and "model" in (error.server_message or error.error_code or "").lower()
-    )
-
-
 class RetryBudget:
-    """Caps retries at a fraction of the load that succeeds, so an outage does not turn every
-    request into several.
+    """Caps retries at a fraction of the requests, so that an outage does not turn every
+    request into several (Finagle's ``RetryBudget``).
 
-    A retry is allowed while the retries of the last ``window`` seconds stay within ``ratio``
-    times the first attempts that succeeded in that window, plus ``minimum``: a token bucket
-    that successful first attempts refill, whose tokens expire after ``window``.
+    Every first attempt deposits; a retry is allowed while the retries of the last
+    ``window`` seconds stay within ``ratio`` times the first attempts of that window, plus
+    ``minimum_per_second × window`` (so that a quiet router can still retry). Deposits are
+    made when a request is sent, not when it succeeds: long streams that have not finished
+    yet still count, so that a server dying under many of them does not leave the ones it
+    had not started without the retries to move elsewhere.
     """
 
-    def __init__(self, ratio: float, minimum: int, window: float = 10.0) -> None:
+    def __init__(self, ratio: float, minimum_per_second: float, window: float = 10.0) -> None:
         self.ratio = ratio
-        self.minimum = minimum
+        self.minimum = minimum_per_second * window
         self.window = window
-        self._successes: deque[float] = deque()
+        self._requests: deque[float] = deque()
         self._retries: deque[float] = deque()
 
     def _prune(self, now: float) -> None:
         horizon = now - self.window
-        for times in (self._successes, self._retries):
+        for times in (self._requests, self._retries):
             while times and times[0] <= horizon:
                 times.popleft()
 
     def deposit(self) -> None:
-        """Record a first attempt that succeeded."""
-        self._successes.append(time.monotonic())
+        """Record a first attempt."""
+        now = time.monotonic()
+        self._prune(now)
+        self._requests.append(now)
 
     def withdraw(self) -> bool:
         """Take one retry from the budget; ``False`` when none is left."""
         now = time.monotonic()
         self._prune(now)
-        if len(self._retries) + 1 > self.ratio * len(self._successes) + self.minimum:
+        if len(self._retries) + 1 > self.ratio * len(self._requests) + self.minimum:
             return False
         self._retries.append(now)
         return True
@@ -137,16 +115,16 @@ class Endpoint:
 
     def __init__(
         self,
-        index: int,
+        upstream: Upstream,
         client: LLMClient,
         *,
-        name: str,
         weight: float,
         max_concurrency: int | None,
     ) -> None:
-        self.index = index
+        self.index = upstream.index
+        self.upstream = upstream
         self.client = client
-        self.name = name
+        self.name = upstream.name
         self.weight = weight
         self.max_concurrency = max_concurrency
         # health
@@ -166,11 +144,24 @@ class Endpoint:
         self.ttft_count = 0
         self.rr_current = 0.0
         # what it serves
-        self.kind: ServerKind | None = None
         self.models: list[str] | None = None
         self._canonical: set[str] = set()
         self.aliases: dict[str, str] = {}
         self.loaded: set[str] = set()
+
+    @property
+    def kind(self) -> ServerKind | None:
+        """The kind of server, once known."""
+        return self.upstream.server
+
+    @kind.setter
+    def kind(self, kind: ServerKind | None) -> None:
+        self.upstream.server = kind
+
+    @property
+    def model(self) -> str:
+        """The endpoint's own model (its configuration's, or preflight's choice)."""
+        return self.upstream.model
 
     def set_models(self, models: list[str] | None, aliases: dict[str, str] | None = None) -> None:
         """Replace the listing (``None``: unknown)."""
@@ -211,7 +202,7 @@ class Endpoint:
         """Its figures now."""
         return EndpointStats(
             name=self.name,
-            endpoint=redact_url(self.client.config.endpoint),
+            endpoint=redact_url(self.upstream.config.endpoint),
             state=self.state,
             in_flight=self.in_flight,
             requests=self.requests,

@@ -1,0 +1,276 @@
+"""Lifecycle hooks: small frozen records of what a call goes through, handed to plain callables.
+
+The attempt loop emits them, and nothing else does: a call starts (:class:`RequestStarted`),
+each attempt that fails is reported with what happens next (:class:`AttemptFailed`), the first
+chunk of an answer arrives (:class:`FirstChunk`), and the call ends (:class:`RequestFinished`
+or :class:`RequestFailed`). Telemetry, metrics and llmtap's own DEBUG log are adapters over
+these records, not code paths of their own.
+
+A hook is a function (or a coroutine function, which is awaited) taking one record. One that
+raises is logged once (``llm_hook_failed``) and never breaks a call. With no hooks the loop
+builds no record at all.
+
+Example:
+    >>> def show(record: HookRecord) -> None:
+    ...     if isinstance(record, AttemptFailed):
+    ...         print(f"attempt {record.attempt} failed: {record.error}; again: {record.will_retry}")
+    >>> client = LLMClient(LLMConfig(hooks=[show]))
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from llmtap._errors import LLMError
+from llmtap._log import get_logger
+from llmtap._results import Timings, Usage
+
+__all__ = [
+    "AttemptFailed",
+    "FirstChunk",
+    "Hook",
+    "HookRecord",
+    "Hooks",
+    "RequestFailed",
+    "RequestFinished",
+    "RequestStarted",
+]
+
+_log = get_logger()
+
+#: What a call does: a chat answer, or embeddings.
+Operation = Literal["chat", "embeddings"]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestStarted:
+    """A call begins (before its first attempt is sent).
+
+    Attributes:
+        call_id: Tells this call's records apart from other calls' (unique in the process).
+        operation: ``"chat"`` or ``"embeddings"``.
+        model: The model asked for (``None``: each router endpoint's own).
+        endpoint: The endpoint's URL (without a password); ``None`` for a router, which
+            picks one per attempt.
+        server: The kind of server, when preflight has found it.
+        stream: Whether the answer is streamed.
+        attempt: The attempt about to be sent: 1.
+        body: The first attempt's request body as sent (JSON), for adapters that record
+            parameters or (when asked to) messages; ``None`` for a router.
+    """
+
+    call_id: int
+    operation: Operation
+    model: str | None
+    endpoint: str | None
+    server: str | None
+    stream: bool
+    attempt: int = 1
+    body: bytes | None = None
+
+    @property
+    def payload(self) -> Mapping[str, Any] | None:
+        """The request body decoded (decoded on each access)."""
+        if self.body is None:
+            return None
+        payload: Mapping[str, Any] = orjson.loads(self.body)
+        return payload
+
+
+@dataclass(frozen=True, slots=True)
+class FirstChunk:
+    """The first chunk of an attempt's answer arrived: the server has begun answering.
+
+    Attributes:
+        call_id: The call.
+        attempt: Which attempt (1 for the first).
+        endpoint: The endpoint answering (its URL, or its router name).
+        time_to_first_chunk: Seconds from the start of the call.
+    """
+
+    call_id: int
+    attempt: int
+    endpoint: str
+    time_to_first_chunk: float
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    """An attempt failed, and this is what happens next.
+
+    Attributes:
+        call_id: The call.
+        attempt: Which attempt failed (1 for the first).
+        endpoint: The endpoint it went to.
+        error: What it raised.
+        will_retry: Whether another attempt follows.
+        action: What follows: ``"retry"``, ``"refit"`` (the same request, changed the way
+            the server asked), ``"resume"`` (the answer continued where it broke),
+            ``"restart"`` (an answer nobody had seen started over) or ``"raise"``.
+        wait: Seconds waited before the next attempt.
+        reason: Why nothing follows (``""`` when something does).
+    """
+
+    call_id: int
+    attempt: int
+    endpoint: str
+    error: LLMError
+    will_retry: bool
+    action: str
+    wait: float
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFinished:
+    """The call ended with a whole answer.
+
+    Attributes:
+        call_id: The call.
+        endpoint: The endpoint that answered (its URL, or its router name).
+        server: The kind of server that answered, as far as known.
+        model: The model that answered, as the server named it (else as asked).
+        attempts: Attempts made (refits included).
+        usage: Token counts, where the server sent them.
+        timings: Time to first token, total, tokens per second.
+        finish_reason: Why the answer ended (``None`` for embeddings).
+        response_id: The answer's id, where the server gave one.
+    """
+
+    call_id: int
+    endpoint: str
+    server: str | None
+    model: str | None
+    attempts: int
+    usage: Usage | None
+    timings: Timings | None
+    finish_reason: str | None
+    response_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """The call ended with an error (after its last attempt, or when the caller's stream
+    broke after output).
+
+    Attributes:
+        call_id: The call.
+        endpoint: The endpoint of the last attempt (``None``: none was reached).
+        attempts: Attempts made.
+        error: What the caller gets.
+    """
+
+    call_id: int
+    endpoint: str | None
+    attempts: int
+    error: LLMError
+
+
+HookRecord = RequestStarted | FirstChunk | AttemptFailed | RequestFinished | RequestFailed
+"""Every record a hook may receive."""
+
+Hook = Callable[[HookRecord], Awaitable[None] | None]
+"""A hook: a function or coroutine function taking one :data:`HookRecord`."""
+
+
+class Hooks:
+    """The hooks of one call, called in order; a hook that raises is logged (once per hook)
+    and skipped.
+
+    Args:
+        hooks: The hooks.
+    """
+
+    __slots__ = ("_hooks",)
+
+    #: Hooks that have raised, by id, so that each is logged once.
+    _failed: set[int] = set()  # noqa: RUF012  (shared on purpose: once per process)
+
+    def __init__(self, hooks: Iterable[Hook]) -> None:
+        self._hooks = tuple(hooks)
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    def __add__(self, other: Hooks) -> Hooks:
+        return Hooks((*self._hooks, *other._hooks))
+
+    async def emit(self, record: HookRecord) -> None:
+        """Hand ``record`` to every hook."""
+        for hook in self._hooks:
+            try:
+                outcome = hook(record)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:  # a hook must never break a call
+                if id(hook) not in Hooks._failed:
+                    Hooks._failed.add(id(hook))
+                    _log.error(
+                        "llm_hook_failed",
+                        hook=getattr(hook, "__qualname__", repr(hook)),
+                        record=type(record).__name__,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
+
+
+def log_debug(record: HookRecord) -> None:
+    """llmtap's DEBUG log as a hook: one line per record (``llm_request_started``,
+    ``llm_first_chunk``, ``llm_attempt_failed``, ``llm_request_finished``,
+    ``llm_request_failed``), each with the call's ``call_id``."""
+    if isinstance(record, RequestStarted):
+        _log.debug(
+            "llm_request_started",
+            call_id=record.call_id,
+            operation=record.operation,
+            model=record.model,
+            url=record.endpoint,
+            stream=record.stream,
+            attempt=record.attempt,
+        )
+    elif isinstance(record, FirstChunk):
+        _log.debug(
+            "llm_first_chunk",
+            call_id=record.call_id,
+            attempt=record.attempt,
+            endpoint=record.endpoint,
+            seconds=round(record.time_to_first_chunk, 4),
+        )
+    elif isinstance(record, AttemptFailed):
+        _log.debug(
+            "llm_attempt_failed",
+            call_id=record.call_id,
+            attempt=record.attempt,
+            endpoint=record.endpoint,
+            error=f"{type(record.error).__name__}: {record.error.message}",
+            request_id=record.error.request_id,
+            next=record.action,
+            wait=round(record.wait, 3),
+        )
+    elif isinstance(record, RequestFinished):
+        usage = record.usage
+        _log.debug(
+            "llm_request_finished",
+            call_id=record.call_id,
+            endpoint=record.endpoint,
+            model=record.model,
+            attempts=record.attempts,
+            finish_reason=record.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            seconds=round(record.timings.total or 0.0, 4) if record.timings else None,
+            response_id=record.response_id,
+        )
+    else:
+        _log.debug(
+            "llm_request_failed",
+            call_id=record.call_id,
+            endpoint=record.endpoint,
+            attempts=record.attempts,
+            error=f"{type(record.error).__name__}: {record.error.message}",
+            request_id=record.error.request_id,
+        )
