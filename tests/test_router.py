@@ -497,34 +497,32 @@ async def test_a_queued_request_is_sent_when_a_slot_frees() -> None:
 
 
 async def test_the_retry_budget_limits_retries_during_an_outage(no_waits: None) -> None:
-    """With nothing succeeding, 20 requests that could each be retried 3 times make only
-    retry_budget_min retries in all."""
+    """With nothing succeeding, 40 requests that could each be retried 3 times make at most
+    retry_budget (20 %) of 40 retries, plus retry_budget_min per second over the 10 s window
+    (0.2/s: 2): 10 retries in all, not 120."""
     async with serving("vllm", "vllm") as servers:
         for server in servers:
-            server.script(*(Reply(status=429) for _ in range(80)))
-        async with make_router(servers, max_retries=3, retry_budget_min=2) as router:
-            for _ in range(20):
+            server.script(*(Reply(status=429) for _ in range(100)))
+        async with make_router(servers, max_retries=3, retry_budget_min=0.2) as router:
+            for _ in range(40):
                 with pytest.raises(LLMRateLimitError):
                     await router.chat(HELLO)
-    assert sum(chats(s) for s in servers) == 20 + 2
+    assert sum(chats(s) for s in servers) == 40 + 10
 
 
-async def test_successful_first_attempts_refill_the_retry_budget(no_waits: None) -> None:
-    """Each first attempt that succeeded allows retry_budget more retries (here 10 x 0.2)."""
+async def test_every_request_deposits_into_the_retry_budget(no_waits: None) -> None:
+    """The budget grows with the requests sent, finished or not (as Finagle's does), not only
+    with the ones that succeeded: 20 requests that all fail earn 0.5 x 20 = 10 retries."""
     async with serving("vllm", "vllm") as servers:
         for server in servers:
-            server.script(
-                *(Reply(text="ok") for _ in range(5)), *(Reply(status=429) for _ in range(80))
-            )
+            server.script(*(Reply(status=429) for _ in range(100)))
         async with make_router(
-            servers, strategy="round_robin", max_retries=3, retry_budget_min=2
+            servers, max_retries=3, retry_budget=0.5, retry_budget_min=0
         ) as router:
-            for _ in range(10):
-                await router.chat(HELLO)
             for _ in range(20):
                 with pytest.raises(LLMRateLimitError):
                     await router.chat(HELLO)
-    assert sum(chats(s) for s in servers) == 10 + 20 + 2 + 2
+    assert sum(chats(s) for s in servers) == 20 + 10
 
 
 # --- stats and logs ------------------------------------------------------------------------------
@@ -580,8 +578,8 @@ async def test_state_changes_are_logged_as_structured_events(events: Events) -> 
         {
             "endpoint": b.url,
             "cooldown": 0.02,
-            "error": f"LLMResponseError: {b.url}/api/tags answered 503: the server is failing "
-            "or still loading its model",
+            "error": f"LLMResponseError: The server at {b.url} is loading its model; it is "
+            "not down. Try again in a few seconds",
         }
     ]
     assert [e["endpoint"] for e in events.named("router_endpoint_up")] == [b.url]
@@ -671,7 +669,12 @@ def test_bad_arguments_are_value_errors_naming_them(
 
 def test_repr_and_stats_hide_secrets() -> None:
     """Neither the repr nor stats() show an API key or a password in a URL."""
-    router = Router([LLMConfig(endpoint="http://user:hunter2@gpu1:11434", api_key="sk-secret")])
+    router = Router(
+        [
+            LLMConfig(endpoint="http://user:hunter2@gpu1:11434"),
+            LLMConfig(endpoint="http://gpu2:11434", api_key="sk-secret"),
+        ]
+    )
     shown = repr(router) + repr(router.stats())
     assert "hunter2" not in shown
     assert "sk-secret" not in shown

@@ -34,7 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from llmtap._errors import ConfigFileError, scrub
+from llmtap._errors import ConfigFileError, LLMUsageError, scrub
 
 __all__ = [
     "LLMConfig",
@@ -275,14 +275,19 @@ class LLMConfig(BaseSettings):
     def _one_kind_of_credentials(self) -> Self:
         """A user name in the endpoint URL is sent as HTTP Basic auth; ``api_key`` (or an
         ``Authorization`` header) as a Bearer token. A request carries one ``Authorization``
-        header, so the two cannot both be sent: refuse here rather than at the first request."""
+        header, so the two cannot both be sent: refuse here rather than at the first request.
+
+        Raises:
+            LLMUsageError: Both are set.
+        """
         userinfo = urlsplit(self.endpoint).username is not None
         bearer = self.api_key is not None or any(
             name.lower() == "authorization" for name in self.headers
         )
         if userinfo and bearer:
+            # Not a ValueError: pydantic would wrap it with the whole input, key included.
             which = "api_key" if self.api_key is not None else "an Authorization header"
-            raise ValueError(
+            raise LLMUsageError(
                 f"endpoint {scrub(self.endpoint)!r} carries a user name and password (HTTP "
                 f"Basic auth) and {which} is set too (a Bearer token); a request can carry "
                 "only one. Drop the credentials from the URL, or unset the key"

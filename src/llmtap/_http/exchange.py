@@ -417,14 +417,13 @@ class Exchange:
                     ) from exc
                 self.wait_since = None
                 items = decoder.feed(data)
-                if items:
-                    if not self.got_first:
-                        self.got_first = True
-                        if on_first is not None:
-                            await on_first()
-                    for item in items:
-                        delivered += 1
-                        yield item
+                if not self.got_first and decoder.chunks:
+                    self.got_first = True  # the idle deadline applies from now on
+                    if on_first is not None:
+                        await on_first()
+                for item in items:
+                    delivered += 1
+                    yield item
                 if decoder.failure is not None:
                     raise self._failure(decoder.failure)
                 if decoder.done:
