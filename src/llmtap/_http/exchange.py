@@ -34,6 +34,9 @@ __all__ = ["MAX_ERROR_BODY", "Exchange", "OnClose", "OnEnd", "OnFailure", "OnFir
 
 #: Most bytes of an error body read and parsed.
 MAX_ERROR_BODY = 64 * 1024
+#: Most bytes fed to a decoder at once: a burst of tiny chunks (a slow reader's backlog) is
+#: decoded a slice at a time, so that the chunks held at once stay few.
+_MAX_FEED = 64 * 1024
 #: Most bytes read after the terminator to let the connection go back to the pool.
 _MAX_DRAIN = 64 * 1024
 _JSON_TYPES = frozenset({"application/json", "text/json"})
@@ -406,16 +409,22 @@ class Exchange:
         read = internals.next_bytes
         errors = transport_errors()
         delivered = 0
+        pending = b""  # the rest of a burst, decoded a slice at a time
         try:
             while True:
-                self.wait_since = loop.time()
-                try:
-                    data = await read(content, loop)
-                except errors as exc:
-                    raise transport_error(
-                        exc, self.config, self.method, self.url, reading=True
-                    ) from exc
-                self.wait_since = None
+                if pending:
+                    data, pending = pending[:_MAX_FEED], pending[_MAX_FEED:]
+                else:
+                    self.wait_since = loop.time()
+                    try:
+                        data = await read(content, loop)
+                    except errors as exc:
+                        raise transport_error(
+                            exc, self.config, self.method, self.url, reading=True
+                        ) from exc
+                    self.wait_since = None
+                    if len(data) > _MAX_FEED:
+                        data, pending = data[:_MAX_FEED], data[_MAX_FEED:]
                 items = decoder.feed(data)
                 if not self.got_first and decoder.chunks:
                     self.got_first = True  # the idle deadline applies from now on

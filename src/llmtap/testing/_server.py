@@ -244,6 +244,12 @@ class TestServer:
         """How many connections requests have come on so far."""
         return self._connections_seen
 
+    @property
+    def open_connections(self) -> int:
+        """How many of those are still open, as the server sees them (a client that closed
+        one is seen to have done so after the event loop has run)."""
+        return sum(1 for transport in self._transports if not transport.is_closing())
+
     def _connection_number(self, request: web.Request) -> int:
         transport = request.transport
         if transport is None:
