@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmtap._wire.accumulate import Accumulator
 from llmtap._errors import LLMStreamError
 from llmtap._messages import Message, ToolCall
 from llmtap._results import (
@@ -27,6 +26,7 @@ from llmtap._results import (
     Usage,
     UsageEvent,
 )
+from llmtap._wire.accumulate import Accumulator
 
 T = TypeVar("T")
 Chunk = dict[str, Any]

@@ -15,17 +15,19 @@ import pytest
 from pydantic import BaseModel
 
 from llmtap import (
+    EndpointStats,
     LLMClient,
     LLMConfig,
     LLMConnectionError,
     LLMRateLimitError,
     LLMResponseError,
+    LLMRouterBusyError,
     LLMStreamInterrupted,
     LLMUsageError,
     Message,
+    Router,
 )
 from llmtap._config import ConfigFileError
-from llmtap import EndpointStats, LLMRouterBusyError, Router
 from llmtap.testing import Dialect, Reply, TestServer, ToolCallSpec
 
 MODEL = "llama3.2"

@@ -13,7 +13,7 @@ builds no record at all.
 Example:
     >>> def show(record: HookRecord) -> None:
     ...     if isinstance(record, AttemptFailed):
-    ...         print(f"attempt {record.attempt} failed: {record.error}; again: {record.will_retry}")
+    ...         print(f"attempt {record.attempt}: {record.error}; again: {record.will_retry}")
     >>> client = LLMClient(LLMConfig(hooks=[show]))
 """
 

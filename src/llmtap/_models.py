@@ -41,7 +41,9 @@ async def show(upstream: Upstream, model: str) -> ModelDetails:
     return await probe.show(model)
 
 
-async def pull(upstream: Upstream, model: str, *, insecure: bool = False) -> AsyncIterator[PullProgress]:
+async def pull(
+    upstream: Upstream, model: str, *, insecure: bool = False
+) -> AsyncIterator[PullProgress]:
     """Download a model into Ollama, yielding its progress. See :meth:`LLMClient.pull`."""
     if not model:
         raise LLMUsageError("pull() needs a model name, such as 'llama3.2' or 'qwen3:8b'")

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 import pydantic
 from pydantic import TypeAdapter
 
-from llmtap._wire.dialects import MessageLike
 from llmtap._api import ChatAPI
 from llmtap._errors import LLMParseError, LLMUsageError
 from llmtap._log import get_logger
 from llmtap._messages import Message
 from llmtap._tools import format_validation_errors, tidy_schema
+from llmtap._wire.dialects import MessageLike
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails

@@ -34,7 +34,9 @@ async def run_preflight(probe: Probe, config: LLMConfig, model: str) -> Prefligh
     names = listing.names
     warnings: list[str] = []
     if server.kind == "ollama":
-        resolved = _pick(config, model, names, lambda w: ollama_match(w, names), "run `ollama pull {}`")
+        resolved = _pick(
+            config, model, names, lambda w: ollama_match(w, names), "run `ollama pull {}`"
+        )
     elif (
         server.kind == "llama.cpp"
         and len(names) == 1
@@ -80,8 +82,7 @@ def _pick(
             return models[0]
         if not models:
             raise LLMModelError(
-                f"The server at {endpoint} has no models. With Ollama, "
-                "`ollama pull <model>` first",
+                f"The server at {endpoint} has no models. With Ollama, `ollama pull <model>` first",
                 404,
                 method="GET",
                 url=endpoint,

@@ -139,8 +139,7 @@ class Probe:
         info = parse_error_object(body) if isinstance(body, dict) else None
         if status == 200:
             return LLMResponseError(
-                f"{url} answered with something that is not a model listing; is this an "
-                "LLM API?",
+                f"{url} answered with something that is not a model listing; is this an LLM API?",
                 200,
                 method="GET",
                 url=url,
@@ -149,10 +148,10 @@ class Probe:
             status, info, method="GET", url=url, endpoint=self._config.endpoint, route="listing"
         )
 
-    async def server(self, *, deadline: float | None = None) -> ServerInfo:
+    async def server(self, *, deadline: float | None = None, version: bool = True) -> ServerInfo:
         """Which server this is: Ollama answers ``/api/version``; every other is told by its
         ``/v1/models`` (llama.cpp marks it, vLLM says ``owned_by: "vllm"``, and tells its
-        version at ``/version``).
+        version at ``/version``, asked only when ``version``).
 
         Raises:
             LLMConnectionError: Nothing answers (``LLMTimeoutError`` past the deadline).
@@ -174,12 +173,12 @@ class Probe:
             kind, _, _ = read_model_listing(body)
         except ValueError:
             raise self._failed(200, body, models_url) from None
-        version: str | None = None
-        if kind == "vllm":
+        found: str | None = None
+        if kind == "vllm" and version:
             _, answer, _ = await self.get(config.root_url + "/version", deadline=deadline)
             if isinstance(answer, dict) and isinstance(answer.get("version"), str):
-                version = answer["version"]
-        return ServerInfo(kind, version, body)
+                found = answer["version"]
+        return ServerInfo(kind, found, body)
 
     async def listing(
         self, server: ServerKind | ServerInfo | None = None, *, deadline: float | None = None
@@ -188,7 +187,8 @@ class Probe:
         (``loaded``, the context length it runs with); others: ``/v1/models``.
 
         Args:
-            server: The kind of server, when known (else it is found first).
+            server: The kind of server, when known (else Ollama is told by its
+                ``/api/tags``, which the others do not serve).
             deadline: Loop time by which all of it must be done.
 
         Raises:
@@ -198,12 +198,15 @@ class Probe:
         deadline = self._deadline(deadline)
         info = server if isinstance(server, ServerInfo) else None
         kind = info.kind if info is not None else server
-        if kind is None:
-            info = await self.server(deadline=deadline)
-            kind = info.kind
         if kind == "ollama":
             return await self._ollama_listing(deadline)
         body = info.listing if info is not None else None
+        if kind is None:  # Ollama answers /api/tags (llama-server, vLLM and others 404)
+            tags_url = self._config.url_for("/api/tags")
+            status, tags, headers = await self.get(tags_url, deadline=deadline)
+            if status == 200 and isinstance(tags, dict) and isinstance(tags.get("models"), list):
+                return await self._ollama_listing(deadline, tags)
+            self._refused(status, tags, headers, tags_url)
         models_url = self._config.url_for("/v1/models")
         if body is None:
             status, body, headers = await self.get(models_url, deadline=deadline)
@@ -217,12 +220,15 @@ class Probe:
             raise self._failed(200, body, models_url) from None
         return Listing(found, tuple(models), aliases)
 
-    async def _ollama_listing(self, deadline: float) -> Listing:
-        tags_url = self._config.url_for("/api/tags")
-        status, body, headers = await self.get(tags_url, deadline=deadline)
-        self._refused(status, body, headers, tags_url)
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("models"), list):
-            raise self._failed(status, body, tags_url)
+    async def _ollama_listing(self, deadline: float, body: Any = None) -> Listing:
+        """Ollama's ``/api/tags`` (``body``, when already read), joined with ``/api/ps``."""
+        if body is None:
+            tags_url = self._config.url_for("/api/tags")
+            status, body, headers = await self.get(tags_url, deadline=deadline)
+            self._refused(status, body, headers, tags_url)
+            ok = status == 200 and isinstance(body, dict)
+            if not ok or not isinstance(body.get("models"), list):
+                raise self._failed(status, body, tags_url)
         models = [m for e in body["models"] if isinstance(e, dict) and (m := read_ollama_entry(e))]
         try:
             running = {canonical_ollama_name(m.name): m for m in await self.running(deadline)}
@@ -263,7 +269,7 @@ class Probe:
             LLMUsageError: It is another kind of server; the message says how that kind gets
                 its models.
         """
-        kind = known or (await self.server()).kind
+        kind = known or (await self.server(version=False)).kind
         if kind != "ollama":
             raise LLMUsageError(
                 f"{what} works with Ollama only, and {self._config.endpoint} is a {kind} "

@@ -282,4 +282,3 @@ async def _running_context_length(upstream: Upstream, model: str) -> int | None:
         if canonical_ollama_name(entry.name) == wanted:
             return entry.context_length
     return None
-

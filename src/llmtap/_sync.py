@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
-from llmtap._wire.dialects import MessageLike
 from llmtap._errors import LLMUsageError
 from llmtap._results import ChatResult, PreflightReport, StreamEvent, TextDelta
 from llmtap._stream import ChatStream
+from llmtap._wire.dialects import MessageLike
 
 __all__ = ["SyncChatStream", "SyncClient"]
 

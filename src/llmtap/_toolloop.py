@@ -14,17 +14,17 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import pydantic
 
-from llmtap._wire.dialects import MessageLike
 from llmtap._api import ChatAPI
 from llmtap._errors import LLMToolLoopError, LLMUsageError
 from llmtap._log import get_logger
 from llmtap._messages import Message, ToolCall
 from llmtap._results import ChatResult, TextDelta
 from llmtap._tools import Tool, format_validation_errors
+from llmtap._wire.dialects import MessageLike
 
 __all__ = [
     "ToolCallFinished",

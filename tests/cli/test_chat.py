@@ -125,10 +125,11 @@ async def test_empty_stdin_is_a_usage_error(cli: Runner) -> None:
 
 
 async def test_several_models_and_none_chosen_says_use_model(cli: Runner) -> None:
-    """A server with several models and no --model: exit 2, pointing at --model."""
+    """A server with several models and no --model: exit 4 (model missing or none chosen),
+    pointing at --model."""
     async with TestServer(dialect="ollama", models=["a:latest", "b:latest"]) as server:
         result = await cli("chat", "--endpoint", server.url, "Hi")
-    assert result.code == 2
+    assert result.code == 4
     assert result.err.splitlines()[1] == "on the command line: --model NAME"
     assert_clean_error(result)
 

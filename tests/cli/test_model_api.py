@@ -3,6 +3,7 @@ test server's /api/pull and reply fallback that the command tests rely on."""
 
 from __future__ import annotations
 
+import aiohttp
 import pytest
 
 from llmtap import LLMResponseError, LLMUsageError, Message
@@ -148,13 +149,13 @@ async def test_pull_on_vllm_is_a_usage_error() -> None:
 async def test_pull_without_stream_answers_once() -> None:
     """The test server's /api/pull with stream false answers one success object."""
     async with TestServer(dialect="ollama") as server:
-        async with make_client(server.url) as client:
-            status, body, _ = await client._get_json(server.url + "/api/version")
-            exchange = await client._send(
-                "POST", server.url + "/api/pull", b'{"model": "x", "stream": false}'
-            )
-            answer = await exchange.read_json(chat=False)
-            exchange.close()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(server.url + "/api/version") as response:
+                status, body = response.status, await response.json()
+            async with session.post(
+                server.url + "/api/pull", data=b'{"model": "x", "stream": false}'
+            ) as response:
+                answer = await response.json()
     assert (status, body) == (200, {"version": "0.33.0"})
     assert answer == {"status": "success"}
     assert "x:latest" in server.models

@@ -101,7 +101,7 @@ async def test_api_key_is_sent_and_refusal_exits_5(cli: Runner) -> None:
     assert refused.err == (
         "error: The server refused the credentials (401: Incorrect API key provided. You can "
         "find your API key at https://platform.openai.com/account/api-keys.). Set "
-        "LLMTAP_API_KEY (or api_key=, or --api-key) to a valid key\n"
+        "LLMTAP_API_KEY (or api_key=) to a valid key\n"
     )
     assert accepted.code == 0
     assert accepted.out.splitlines()[2].rstrip() == "gpt-4o-mini   openai"
@@ -113,7 +113,7 @@ async def test_loading_server_exits_1(cli: Runner) -> None:
         result = await cli("models", "--endpoint", server.url)
     assert result.code == 1
     assert result.err == (
-        f"error: The server at {server.url} is unavailable (503: Loading model); try again "
-        "shortly\n"
+        f"error: The server at {server.url} is loading its model; it is not down. Try again "
+        "in a few seconds\n"
     )
     assert_clean_error(result)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from llmtap import LLMClient, Message
+from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
 from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer
 
 pytestmark = pytest.mark.realserver
@@ -159,5 +160,6 @@ async def test_bench_counts_streams_the_server_cut_as_errors(
     assert two["errors"] >= 1
     causes = {error.rpartition("Cause: ")[2] for error in report["errors"]}
     assert causes == {
-        "The stream ended before the answer was complete ([DONE] came before any finish_reason)"
+        "The stream ended before the answer was complete ([DONE] came before any "
+        f"finish_reason; {CUT_BY_NEWER_REQUEST})"
     }

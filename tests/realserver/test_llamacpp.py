@@ -24,6 +24,7 @@ from llmtap import (
     TextDelta,
     ToolCallDelta,
 )
+from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
 from tests.realserver.conftest import realserver_client
 from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer
 
@@ -394,14 +395,16 @@ async def test_a_stream_cut_by_a_second_request_raises_interrupted(
 ) -> None:
     """llama-cpp-python (interrupt_requests on, its default) ends a running stream with
     ``data: [DONE]`` and no finish_reason when a second request arrives: llmtap raises
-    LLMStreamInterrupted with the text delivered, never a result that looks complete."""
+    LLMStreamInterrupted with the text delivered, never a result that looks complete, and the
+    message says why it happens and what to do."""
     error, pieces, second = await _cut_by_a_second_request(client, tiny_model)
     assert isinstance(error, LLMStreamInterrupted)
     assert (error.partial_text, error.chunks_received) == ("".join(pieces), len(pieces))
     assert 0 < len(pieces) < 450
     assert isinstance(error.__cause__, LLMStreamError)
     assert error.__cause__.message == (
-        "The stream ended before the answer was complete ([DONE] came before any finish_reason)"
+        "The stream ended before the answer was complete ([DONE] came before any "
+        f"finish_reason; {CUT_BY_NEWER_REQUEST})"
     )
     assert second == "length"
 

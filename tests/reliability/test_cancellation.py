@@ -10,13 +10,11 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from llmtap import LLMClient, LLMConfig, Message, TextDelta
-from llmtap import Router
+from llmtap import LLMClient, LLMConfig, Message, Router, TextDelta
 from llmtap.testing import Reply, TestServer
 from tests.reliability.hostile import RawRequest, RawServer, response_head
 

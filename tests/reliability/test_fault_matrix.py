@@ -20,9 +20,9 @@ from llmtap import (
     LLMStreamInterrupted,
     LLMTimeoutError,
     Message,
+    Router,
     TextDelta,
 )
-from llmtap import Router
 from llmtap.testing import Reply, TestServer, no_retry_waits
 from tests.reliability.faults import (
     ANSWER,

@@ -314,9 +314,7 @@ class Exchange:
     ) -> AsyncGenerator[Any, None]:
         """The whole JSON object in the body (an embeddings answer, ...), or what ``decode``
         makes of it (raising :class:`LLMError` if it cannot), as one item."""
-        return self._whole(
-            None, on_first, on_end, on_failure, on_close, chat=False, decode=decode
-        )
+        return self._whole(None, on_first, on_end, on_failure, on_close, chat=False, decode=decode)
 
     async def _whole(
         self,

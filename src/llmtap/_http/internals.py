@@ -24,8 +24,9 @@ Three things are done below aiohttp's public surface, because each was measured 
   Fallback: the responses llmtap holds that still have a connection.
 
 Each check runs on live objects (a reader and a protocol at import, the first connector when
-it is made), so that it holds whether aiohttp uses slots or not. When one fails, llmtap uses the public way
-for that thing and logs ``aiohttp_internals_unavailable`` once; nothing fails silently.
+it is made), so that it holds whether aiohttp uses slots or not. When one fails, llmtap uses
+the public way for that thing and logs ``aiohttp_internals_unavailable`` once; nothing fails
+silently.
 ``LLMTAP_AIOHTTP_PUBLIC=1`` forces the public way for all three (CI runs the whole suite so).
 """
 
@@ -100,7 +101,10 @@ class FastConnector(aiohttp.TCPConnector):
         self._factory = cast("functools.partial[ResponseHandler]", factory)
 
     async def connect(
-        self, req: aiohttp.ClientRequest, traces: list[Any], timeout: aiohttp.ClientTimeout
+        self,
+        req: aiohttp.ClientRequest,
+        traces: list[Any],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109  (aiohttp's signature)
     ) -> Any:
         connection = await super().connect(req, traces, timeout)
         protocol = connection.protocol

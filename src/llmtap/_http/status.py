@@ -112,7 +112,9 @@ def response_error(
             else f"The server at {endpoint} is unavailable (503{colon}); try again shortly"
         )
     elif route == "listing" and status is not None and status >= 500:
-        message = f"{url} answered {status}{colon}: the server is failing or still loading its model"
+        message = (
+            f"{url} answered {status}{colon}: the server is failing or still loading its model"
+        )
     elif route == "listing" and status == 200:
         message = f"The server answered with an error: {said}"
     elif status == 404:

@@ -419,9 +419,7 @@ class Router:
         vectors: list[list[float]] = []
         while len(vectors) < len(items):
             start = len(vectors)
-            call = self._call(
-                {"model": model}, exposed=False, stream=False, operation="embeddings"
-            )
+            call = self._call({"model": model}, exposed=False, stream=False, operation="embeddings")
 
             def request_for(upstream: Upstream, start: int = start, call: Call = call) -> Any:
                 batch = items[start : start + upstream.config.embed_batch_size]

@@ -107,8 +107,6 @@ def ollama_match(wanted: str, models: list[str]) -> str | None:
     return None
 
 
-
-
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
 
 
@@ -157,7 +155,8 @@ def read_ollama_entry(entry: Mapping[str, Any]) -> ModelInfo | None:
         format=text_or_none(details.get("format")),
         digest=text_or_none(entry.get("digest")),
         modified_at=time_or_none(entry.get("modified_at")),
-        context_length=int_or_none(entry.get("context_length")) or int_or_none(details.get("context_length")),
+        context_length=int_or_none(entry.get("context_length"))
+        or int_or_none(details.get("context_length")),
         size_vram=int_or_none(entry.get("size_vram")),
         expires_at=time_or_none(entry.get("expires_at")),
     )
@@ -186,7 +185,8 @@ def read_openai_listing(body: Any) -> tuple[ServerKind, list[ModelInfo]]:
                 format="gguf" if kind == "llama.cpp" else None,
                 modified_at=time_or_none(entry.get("modified_at")),
                 loaded=loaded,
-                context_length=int_or_none(meta.get("n_ctx")) or int_or_none(entry.get("max_model_len")),
+                context_length=int_or_none(meta.get("n_ctx"))
+                or int_or_none(entry.get("max_model_len")),
                 owned_by=text_or_none(entry.get("owned_by")),
             )
         )

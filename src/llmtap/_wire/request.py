@@ -73,8 +73,10 @@ REFITS: dict[str, Refit] = {
         # types it takes, 'text' or 'json_object'.
         Refit(
             "json_schema",
-            lambda error: error.status_code in (400, 422, 500)
-            and _names(error, "response_format", "json_object"),
+            lambda error: (
+                error.status_code in (400, 422, 500)
+                and _names(error, "response_format", "json_object")
+            ),
             _json_object_with_schema,
         ),
     )

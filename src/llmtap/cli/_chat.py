@@ -19,10 +19,10 @@ from rich.console import Console
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
-from llmtap._wire.dialects import MessageLike
 from llmtap._errors import LLMError, LLMUsageError
 from llmtap._messages import Message
 from llmtap._results import ChatResult
+from llmtap._wire.dialects import MessageLike
 from llmtap.cli._common import EXIT_OK, CLIError, consoles
 from llmtap.cli._view import AnswerView
 

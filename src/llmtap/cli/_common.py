@@ -20,6 +20,7 @@ from llmtap._errors import (
     ConfigFileError,
     LLMConnectionError,
     LLMError,
+    LLMModelError,
     LLMResponseError,
     LLMTimeoutError,
     LLMUsageError,
@@ -196,6 +197,8 @@ def exit_code_for(error: BaseException) -> int:
         return EXIT_CONNECT if error.deadline in ("connect", "preflight") else EXIT_SERVER
     if isinstance(error, LLMConnectionError):
         return EXIT_CONNECT
+    if isinstance(error, LLMModelError):
+        return EXIT_NO_MODEL
     if isinstance(error, LLMResponseError):
         if error.status_code in (401, 403):
             return EXIT_AUTH
