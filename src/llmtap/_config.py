@@ -142,7 +142,9 @@ class LLMConfig(BaseSettings):
     api_key: SecretStr | None = Field(None, description="Sent as `Authorization: Bearer`.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
 
-    temperature: float | None = Field(0.7, ge=0.0, description="Sampling temperature.")
+    temperature: float | None = Field(
+        None, ge=0.0, description="Sampling temperature; None: not sent, the server's default wins."
+    )
     max_tokens: int | None = Field(None, ge=1, description="Answer length cap; None: server's.")
 
     max_retries: int = Field(2, ge=0, description="Retries after the first attempt.")
