@@ -36,6 +36,7 @@ from llmtap._errors import (
     scrub,
 )
 from llmtap._log import get_logger
+from llmtap._messages import check_messages
 from llmtap._preflight import PreflightReport, ServerKind, canonical_ollama_name, run_preflight
 from llmtap._results import ChatResult, Timings, trusted
 from llmtap._stream import ChatStream, ClientStream
@@ -569,7 +570,7 @@ class LLMClient:
                 "no model is set: pass LLMConfig(model=...) or LLMTAP_MODEL, or run "
                 "preflight_check() to pick the server's only model"
             )
-        messages = list(messages)
+        messages = check_messages(messages)
         if not messages:
             raise LLMUsageError("messages is empty: send at least one message")
         config = self._config

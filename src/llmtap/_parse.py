@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from llmtap._dialects import MessageLike
 from llmtap._errors import LLMParseError, LLMUsageError
 from llmtap._log import get_logger
-from llmtap._messages import Message
+from llmtap._messages import Message, check_messages
 from llmtap._tools import format_validation_errors, tidy_schema
 
 if TYPE_CHECKING:
@@ -158,7 +158,7 @@ async def parse(
         )
     adapter, response_format = response_format_for(output_type)
     name = response_format["json_schema"]["name"]
-    transcript: list[MessageLike] = list(messages)
+    transcript: list[MessageLike] = check_messages(messages)
     for attempt in range(repair_rounds + 1):
         result = await client.chat(transcript, response_format=response_format, **params)
         raw_text = result.text

@@ -21,7 +21,7 @@ import pydantic
 from llmtap._dialects import MessageLike
 from llmtap._errors import LLMToolLoopError, LLMUsageError
 from llmtap._log import get_logger
-from llmtap._messages import Message, ToolCall
+from llmtap._messages import Message, ToolCall, check_messages
 from llmtap._results import ChatResult, TextDelta
 from llmtap._tools import Tool, format_validation_errors
 
@@ -221,7 +221,7 @@ async def run_tools(
     if max_rounds < 1:
         raise LLMUsageError(f"max_rounds must be at least 1, not {max_rounds}")
     by_name = as_tools(tools)
-    transcript: list[MessageLike] = list(messages)
+    transcript: list[MessageLike] = check_messages(messages)
     for _round in range(max_rounds):
         result = await _ask(client, transcript, by_name, on_event, stream, params)
         transcript.append(result.message)
