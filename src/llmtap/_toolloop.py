@@ -114,6 +114,13 @@ def as_tools(tools: Iterable[Any]) -> dict[str, Tool[..., Any]]:
                 f"run_tools() runs the tools, so it needs functions or Tool objects, not "
                 f"{type(item).__name__}; pass schema dicts to chat() instead"
             )
+        if wrapped.method_of is not None:
+            owner = wrapped.method_of.__name__
+            raise LLMUsageError(
+                f"tool {wrapped.name!r} is a method of {owner}, taken from the class: it has "
+                f"no instance to run on; pass it from an instance ({owner.lower()}."
+                f"{wrapped.fn.__name__}, for {owner.lower()} = {owner}(...))"
+            )
         if wrapped.name in by_name:
             raise LLMUsageError(
                 f"two tools are named {wrapped.name!r}; give one another name with tool(name=...)"
