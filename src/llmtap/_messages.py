@@ -26,7 +26,8 @@ Role = Literal["system", "user", "assistant", "tool"]
 _ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 #: The roles a message given as a mapping may have: a ``Message``'s, and OpenAI's
 #: ``developer`` (its newer name for ``system``), which mappings pass on as they are.
-_MAPPING_ROLES: tuple[str, ...] = (*_ROLES, "developer")
+_MAPPING_ROLE_NAMES: tuple[str, ...] = (*_ROLES, "developer")
+_MAPPING_ROLES = frozenset(_MAPPING_ROLE_NAMES)
 
 _FIX_IMAGE = "send PNG, JPEG, GIF or WebP bytes (or a data: or http(s): URL)"
 #: Formats sent by mistake, told by their first bytes, so that the error can name them.
@@ -302,29 +303,40 @@ def check_messages(
         >>> check_messages(iter([{"role": "user", "content": "hi"}]))
         [{'role': 'user', 'content': 'hi'}]
     """
-    if isinstance(messages, str):
-        shown = messages if len(messages) <= 40 else messages[:40] + "…"
-        raise LLMUsageError(
-            f"messages is the string {shown!r}, not a list of messages; "
-            f"pass [Message.user({shown!r})]"
-        )
-    if isinstance(messages, Message):
-        raise LLMUsageError("messages is one Message, not a list of messages; pass [message]")
-    if isinstance(messages, Mapping):
-        raise LLMUsageError("messages is one mapping, not a list of messages; pass [message]")
+    kind = type(messages)
+    if kind is not list and kind is not tuple:  # the usual cases go straight on
+        if isinstance(messages, str):
+            shown = messages if len(messages) <= 40 else messages[:40] + "…"
+            raise LLMUsageError(
+                f"messages is the string {shown!r}, not a list of messages; "
+                f"pass [Message.user({shown!r})]"
+            )
+        if isinstance(messages, Message):
+            raise LLMUsageError("messages is one Message, not a list of messages; pass [message]")
+        if isinstance(messages, Mapping):
+            raise LLMUsageError("messages is one mapping, not a list of messages; pass [message]")
     try:
         items = list(messages)
     except TypeError:
         raise LLMUsageError(
             f"messages must be a list of messages, not {type(messages).__name__}"
         ) from None
+    roles = _MAPPING_ROLES
     for number, item in enumerate(items):
-        if not isinstance(item, Message):
-            _check_mapping(item, f"messages[{number}]")
+        kind = type(item)
+        if kind is dict:  # the usual wire-form message, checked inline (once per request)
+            role = item.get("role")
+            if type(item.get("content")) is str and type(role) is str and role in roles:
+                continue
+        elif kind is Message or isinstance(item, Message):
+            continue
+        _check_mapping(item, number)
     return items
 
 
-def _check_mapping(item: object, where: str) -> None:
+def _check_mapping(item: object, number: int) -> None:
+    """Check one message given in another form than a ``Message``; ``number``: its place."""
+    where = f"messages[{number}]"
     if isinstance(item, str):
         shown = item if len(item) <= 40 else item[:40] + "…"
         raise LLMUsageError(
@@ -339,9 +351,10 @@ def _check_mapping(item: object, where: str) -> None:
             "(Message.user(...), ...) or a mapping with a 'role'"
         )
     role = item.get("role")
-    if role not in _MAPPING_ROLES:
+    if not isinstance(role, str) or role not in _MAPPING_ROLES:
         said = "has no 'role'" if role is None else f"has role {role!r}"
-        raise LLMUsageError(f"{where} {said}; a message's role is {_quoted(_MAPPING_ROLES, 'or')}")
+        roles = _quoted(_MAPPING_ROLE_NAMES, "or")
+        raise LLMUsageError(f"{where} {said}; a message's role is {roles}")
     content = item.get("content")
     if content is None:
         if role == "assistant":
