@@ -323,12 +323,11 @@ def check_messages(
         ) from None
     roles = _MAPPING_ROLES
     for number, item in enumerate(items):
-        kind = type(item)
-        if kind is dict:  # the usual wire-form message, checked inline (once per request)
+        if type(item) is dict:  # the usual wire-form message, checked inline (once per request)
             role = item.get("role")
             if type(item.get("content")) is str and type(role) is str and role in roles:
                 continue
-        elif kind is Message or isinstance(item, Message):
+        elif type(item) is Message or isinstance(item, Message):
             continue
         _check_mapping(item, number)
     return items
