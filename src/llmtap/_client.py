@@ -715,12 +715,9 @@ class LLMClient:
         if ended is None:
             ended = asyncio.get_running_loop().time()
         metrics = accumulator.ollama_metrics
-        usage = accumulator.usage
-        tokens_per_second: float | None = None
+        tokens_per_second: float | None = None  # else the accumulator's, from the usage
         if metrics.get("eval_count") and metrics.get("eval_duration"):
             tokens_per_second = metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
-        elif usage and usage.completion_tokens and first_at is not None and ended > first_at:
-            tokens_per_second = usage.completion_tokens / (ended - first_at)
         load = metrics.get("load_duration")
         timings = trusted(
             Timings,

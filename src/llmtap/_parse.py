@@ -123,10 +123,10 @@ def _repair_request(errors: list[ErrorDetails]) -> str:
 
 
 def _cut_off(
-    name: str, raw_text: str, errors: list[ErrorDetails], usage: Usage | None
+    name: str, raw_text: str, errors: list[ErrorDetails], usage: Usage
 ) -> LLMParseError:
     """The error for a reply that stopped at ``max_tokens`` before it validated."""
-    tokens = usage.completion_tokens if usage is not None else None
+    tokens = usage.completion_tokens
     after = f" after {tokens} tokens" if tokens is not None else ""
     return LLMParseError(
         f"The model's reply was cut at max_tokens (finish_reason='length'){after}, before its "

@@ -9,7 +9,9 @@ passes everything else, the answer included, through untouched.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, cast
 
 import aiohttp
@@ -18,7 +20,7 @@ import pytest
 from aiohttp import web
 from pydantic import BaseModel
 
-from llmtap import LLMParseError, Message
+from llmtap import LLMClient, LLMParseError, Message, Usage
 from tests.realserver.conftest import realserver_client
 from tests.realserver.llamaserver import LlamaServer
 
@@ -82,13 +84,51 @@ class JsonObjectProxy:
 _JSON = {"Content-Type": "application/json"}
 
 
+QUESTION = [Message.user("Tell me about the water.")]
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_readme_stream_example_runs_on_llama_cpp_python(
+    llama_server: LlamaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's stream() example, run as written (asyncio.run included) against
+    llama-cpp-python, which sends no usage when streaming: it prints the tokens (counted) and
+    the speed instead of failing on a missing usage."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    example = next(block for block in blocks if "client.stream(" in block)
+    monkeypatch.setenv("LLMTAP_ENDPOINT", llama_server.url)  # the example names no endpoint
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(
+        r"(stop|length): [1-9]\d* tokens, \d+\.\d tokens/s, first token after \d+\.\d\d s",
+        last,
+    ), last
+
+
+async def test_streamed_and_whole_answers_agree_on_the_completion_tokens(
+    client: LLMClient,
+) -> None:
+    """For one seed, the streamed answer's counted tokens are the non-streamed answer's
+    reported completion_tokens (llama.cpp sends one token per chunk), and only the streamed
+    one, which has a first token's time, has a speed."""
+    streamed = await client.chat(QUESTION, seed=1, max_tokens=40)
+    whole = await client.chat(QUESTION, seed=1, max_tokens=40, stream=False)
+    tokens = whole.usage.completion_tokens
+    assert tokens is not None
+    assert streamed.usage == Usage(completion_tokens=tokens, source="counted")
+    assert whole.usage.source == "server"
+    assert streamed.timings.tokens_per_second is not None
+    assert streamed.timings.tokens_per_second > 0
+    assert whole.timings.tokens_per_second is None
+
+
 @pytest.fixture
 async def proxy(llama_server: LlamaServer) -> AsyncIterator[JsonObjectProxy]:
     async with JsonObjectProxy(llama_server.url) as running:
         yield running
 
 
-@pytest.mark.parametrize("stream", [False])
+@pytest.mark.parametrize("stream", [True, False])
 async def test_parse_of_a_reply_cut_by_max_tokens_says_so_without_a_repair_round(
     proxy: JsonObjectProxy, stream: bool
 ) -> None:
