@@ -122,9 +122,7 @@ def _repair_request(errors: list[ErrorDetails]) -> str:
     )
 
 
-def _cut_off(
-    name: str, raw_text: str, errors: list[ErrorDetails], usage: Usage
-) -> LLMParseError:
+def _cut_off(name: str, raw_text: str, errors: list[ErrorDetails], usage: Usage) -> LLMParseError:
     """The error for a reply that stopped at ``max_tokens`` before it validated."""
     tokens = usage.completion_tokens
     after = f" after {tokens} tokens" if tokens is not None else ""

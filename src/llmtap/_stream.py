@@ -57,7 +57,7 @@ class ChatStream:
         self._reader: AsyncGenerator[StreamEvent, None] | None = None
         self._result: ChatResult | None = None
 
-    async def __aenter__(self) -> ChatStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -10,7 +10,7 @@ import asyncio
 import threading
 from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
@@ -55,7 +55,7 @@ class SyncChatStream:
         self._runner = runner
         self._stream = stream
 
-    def __enter__(self) -> SyncChatStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -151,7 +151,7 @@ class SyncClient:
             self._runner.run(self._client.close())
             self._runner.stop()
 
-    def __enter__(self) -> SyncClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
