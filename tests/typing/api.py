@@ -23,6 +23,7 @@ from llmtap import (
     Router,
     RouterStream,
     StreamEvent,
+    SyncClient,
     TextDelta,
     Tool,
     ToolCall,
@@ -131,6 +132,16 @@ async def router_calls() -> None:
         assert_type(stream.endpoint, str | None)
         result = await router.chat([Message.user("Hi")])
         assert_type(result.usage.total_tokens, int | None)
+
+
+def sync_calls() -> None:
+    with SyncClient(model="qwen3") as client:
+        assert_type(client.chat([Message.user("Hi")]).usage.source, Literal["server", "counted"])
+        with client.stream([Message.user("Hi")]) as stream:
+            for piece in stream.text():
+                assert_type(piece, str)
+        assert_type(client.parse([Message.user("A city?")], City), City)
+        assert_type(client.run_tools([Message.user("Hi")], [get_weather]), ToolRun)
 
 
 def errors(exc: Exception) -> None:
