@@ -51,7 +51,7 @@ def chat_result(
     reasoning: str = "",
     calls: tuple[ToolCall, ...] = (),
     finish_reason: str | None = None,
-    usage: Usage | None = None,
+    usage: Usage = Usage(),  # noqa: B008 -- frozen
     model: str | None = None,
     server: str | None = None,
 ) -> ChatResult:
@@ -67,11 +67,16 @@ def chat_result(
         tool_calls=calls,
         finish_reason=finish_reason,
         usage=usage,
-        timings=None,
+        timings=Timings(),
         model=model,
         server=server,
         warnings=(),
     )
+
+
+def counted(tokens: int) -> Usage:
+    """The usage of a stream that carried none: its output chunks counted."""
+    return Usage(completion_tokens=tokens, source="counted")
 
 
 def choice(delta: Any = None, finish_reason: str | None = None, index: int = 0) -> Chunk:
@@ -176,6 +181,7 @@ def test_ollama_v1_whole_tool_calls() -> None:
             ToolCall(id="call_m3n5y0cd", name="get_time", arguments={"tz": "CET"}),
         ),
         finish_reason="tool_calls",
+        usage=counted(2),
         model="qwen3:8b",
     )
 
@@ -188,7 +194,7 @@ def test_ollama_v1_before_0_32_6_role_everywhere_and_finish_on_last_text() -> No
         ollama_v1({"role": "assistant", "content": "!"}, "stop"),
     ]
     assert accumulate(chunks) == chat_result(
-        text="Bonjour!", finish_reason="stop", model="qwen3:8b"
+        text="Bonjour!", finish_reason="stop", usage=counted(3), model="qwen3:8b"
     )
 
 
@@ -415,10 +421,11 @@ def test_ollama_native_done_reason_length_is_kept_after_tool_calls() -> None:
 
 
 def test_ollama_native_load_passes_through_without_usage() -> None:
-    """A preload answer (empty messages) finishes with 'load' and reports no usage."""
+    """A preload answer (empty messages) finishes with 'load' and reports no usage: its
+    output, none, is counted."""
     load = native(done=True, done_reason="load")
     assert accumulate([load], "ollama") == chat_result(
-        finish_reason="load", model="llama3.2:latest"
+        finish_reason="load", usage=counted(0), model="llama3.2:latest"
     )
 
 
@@ -606,6 +613,7 @@ def test_llama_cpp_python_repeated_id_and_name_are_set_once() -> None:
     assert accumulate(chunks, server="llama.cpp") == chat_result(
         calls=(ToolCall(id=LCP_CALL_ID, name="get_weather", arguments={"city": "Paris"}),),
         finish_reason="tool_calls",
+        usage=counted(3),
         model="tiny",
         server="llama.cpp",
     )
@@ -861,7 +869,7 @@ def test_empty_shapes_give_no_events(chunk: Chunk) -> None:
     """Empty choices, missing choices/delta, null delta and null or empty content are no-ops."""
     acc = Accumulator()
     assert acc.feed(chunk) == []
-    assert acc.result() == chat_result()
+    assert acc.result() == chat_result(usage=counted(0))
 
 
 def test_unknown_keys_are_ignored() -> None:
@@ -883,7 +891,7 @@ def test_unknown_keys_are_ignored() -> None:
         "metrics": {"queue": 0.1},
         "prompt_token_ids": [1, 2, 3],
     }
-    assert accumulate([chunk]) == chat_result(text="Hi", finish_reason="stop")
+    assert accumulate([chunk]) == chat_result(text="Hi", finish_reason="stop", usage=counted(1))
 
 
 def test_repeated_finish_reason_gives_one_event() -> None:
@@ -1479,7 +1487,7 @@ def test_conformance_expected_result_is_the_conversation() -> None:
         ),
         finish_reason="tool_calls",
         usage=Usage(prompt_tokens=12, completion_tokens=34, total_tokens=46),
-        timings=None,
+        timings=Timings(),
         model=None,
         server=None,
         warnings=(),

@@ -207,7 +207,7 @@ async def test_api_auto_picks_native_ollama_after_preflight() -> None:
             result = await client.chat(HELLO, num_ctx=2048, keep_alive="10m", think=False)
         request = server.chat_requests[0]
     assert request.path == "/api/chat"
-    assert request.json["options"] == {"temperature": 0.7, "num_ctx": 2048}
+    assert request.json["options"] == {"num_ctx": 2048}
     assert request.json["keep_alive"] == "10m"
     assert request.json["think"] is False
     assert result.text == "echo: hello"

@@ -95,9 +95,26 @@ async def test_params_pass_through_to_the_payload() -> None:
     assert body["tool_choice"] == "auto"
     assert body["top_p"] == 0.9
     assert body["max_tokens"] == 64
-    assert body["temperature"] == 0.7
     assert body["stream"] is True
     assert body["model"] == "llama3.2"
+
+
+async def test_temperature_is_left_to_the_server_by_default() -> None:
+    """With no temperature configured none is sent, so the model's own tuned default wins."""
+    async with TestServer(dialect="openai") as server:
+        async with make_client(server.url) as client:
+            await _collect(client)
+        body = server.chat_requests[0].json
+    assert "temperature" not in body
+
+
+async def test_a_configured_temperature_is_sent() -> None:
+    """LLMConfig(temperature=0.7) restores the old behaviour: it goes out with every request."""
+    async with TestServer(dialect="openai") as server:
+        async with make_client(server.url, temperature=0.7) as client:
+            await _collect(client)
+        body = server.chat_requests[0].json
+    assert body["temperature"] == 0.7
 
 
 async def test_tools_are_sent_and_tool_call_chunks_yielded() -> None:

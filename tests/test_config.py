@@ -25,12 +25,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_defaults_match_the_sketch() -> None:
-    """The sketch's fields keep their documented defaults."""
+    """The sketch's fields keep their documented defaults (but temperature: the server's own)."""
     config = LLMConfig()
     assert config.endpoint == "http://localhost:11434"
     assert config.model == ""
     assert config.api_path == "/v1/chat/completions"
-    assert config.temperature == 0.7
+    assert config.temperature is None
     assert config.max_tokens is None
     assert config.max_retries == 2
     assert config.retry_backoff_base == 0.5

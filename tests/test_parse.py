@@ -217,3 +217,56 @@ async def test_a_type_pydantic_cannot_describe_is_refused(closed_port_url: str) 
         with pytest.raises(LLMUsageError) as info:
             await client.parse(ASK, Opaque)
     assert str(info.value).startswith("parse() cannot use <class ")
+
+
+async def test_a_reply_cut_by_max_tokens_is_not_repaired() -> None:
+    """A reply that stopped at max_tokens (finish_reason 'length') and does not validate
+    raises at once, saying so and what to do; no repair round is spent on it."""
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(text='{"name": "Paris", "popul', finish_reason="length", usage=(9, 8)))
+        async with make_client(server.url, max_tokens=8) as client:
+            with pytest.raises(LLMParseError) as info:
+                await client.parse(ASK, City)
+        requests = len(server.chat_requests)
+    assert requests == 1
+    assert info.value.message == (
+        "The model's reply was cut at max_tokens (finish_reason='length') after 8 tokens, "
+        "before its JSON for City was complete; raise max_tokens and ask again. The reply so "
+        "far is in .raw_text"
+    )
+    assert info.value.raw_text == '{"name": "Paris", "popul'
+    assert [error["type"] for error in info.value.errors] == ["json_invalid"]
+
+
+async def test_a_repair_reply_cut_by_max_tokens_stops_the_repairs() -> None:
+    """When the repair round's reply is the one cut short, it raises the same way, after
+    two requests, though repair rounds were left."""
+    async with TestServer(dialect="openai") as server:
+        server.script(
+            Reply(text='{"name": "Paris"}'),
+            Reply(text='{"name": "Paris", "popul', finish_reason="length", usage=(30, 12)),
+        )
+        async with make_client(server.url) as client:
+            with pytest.raises(LLMParseError) as info:
+                await client.parse(ASK, City, repair_rounds=3)
+        requests = len(server.chat_requests)
+    assert requests == 2
+    assert info.value.message == (
+        "The model's reply was cut at max_tokens (finish_reason='length') after 12 tokens, "
+        "before its JSON for City was complete; raise max_tokens and ask again. The reply so "
+        "far is in .raw_text"
+    )
+
+
+async def test_a_reply_that_validates_is_kept_even_at_the_length_limit() -> None:
+    """A reply that validates is returned although the limit was reached with it."""
+    value, server = await _parse_replies([Reply(text=PARIS, finish_reason="length")], City)
+    assert (value, len(server.chat_requests)) == (City(name="Paris", population=2100000), 1)
+
+
+async def _parse_replies(replies: list[Reply], output_type: Any) -> tuple[Any, Any]:
+    async with TestServer(dialect="openai") as server:
+        server.script(*replies)
+        async with make_client(server.url) as client:
+            value = await client.parse(ASK, output_type)
+    return value, server

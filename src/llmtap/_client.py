@@ -18,6 +18,7 @@ from llmtap._call import Call, Direct
 from llmtap._config import LLMConfig
 from llmtap._errors import scrub
 from llmtap._hooks import Hooks
+from llmtap._messages import check_messages
 from llmtap._parse import parse as _parse
 from llmtap._preflight import run_preflight
 from llmtap._results import (
@@ -155,7 +156,7 @@ class LLMClient:
             LLMStreamError: The stream was malformed or ended without an answer.
             LLMStreamInterrupted: Any of the above after chunks reached the caller.
         """
-        messages = list(messages)
+        messages = check_messages(messages)
         request = self._upstream.chat_request(messages, tools, params, stream=True)
         return ChunkStream(
             self._call(max_retries=0),
@@ -177,7 +178,7 @@ class LLMClient:
         yielded, nothing is retried: a later failure raises :class:`LLMStreamInterrupted`
         carrying the partial text, so the caller never sees a token twice.
         """
-        messages = list(messages)
+        messages = check_messages(messages)
         request = self._upstream.chat_request(messages, tools, params, stream=True)
         return ChunkStream(
             self._call(),
@@ -210,7 +211,7 @@ class LLMClient:
                 assistant message (Ollama, llama.cpp, vLLM) and never once tool calls began.
             **params: Passed through into the request body.
         """
-        messages = list(messages)
+        messages = check_messages(messages)
         request = self._upstream.chat_request(messages, tools, params, stream=True)
         return ChatStream(
             self._call(resume=resume),
@@ -241,7 +242,7 @@ class LLMClient:
                 where the server can (see :meth:`stream`).
             **params: Passed through into the request body.
         """
-        messages = list(messages)
+        messages = check_messages(messages)
         request = self._upstream.chat_request(messages, tools, params, stream=stream)
         call = self._call(exposed=False, resume=resume and stream, stream=stream)
         reader, _ = await call.open(

@@ -122,48 +122,66 @@ class LLMConfig(BaseSettings):
         env_prefix="LLMTAP_", extra="forbid", validate_default=True, frozen=True
     )
 
-    endpoint: str = Field("http://localhost:11434", description="Base URL of the server.")
+    endpoint: str = Field(default="http://localhost:11434", description="Base URL of the server.")
     model: str = Field(
-        "", description="Model name; empty: preflight picks the server's only model."
+        default="", description="Model name; empty: preflight picks the server's only model."
     )
-    api_path: str = Field("/v1/chat/completions", description="Chat path under the endpoint.")
+    api_path: str = Field(
+        default="/v1/chat/completions", description="Chat path under the endpoint."
+    )
     api: Literal["openai", "ollama", "auto"] = Field(
-        "openai",
+        default="openai",
         description="Wire dialect: OpenAI-compatible, Ollama's native /api/chat, or auto.",
     )
-    api_key: SecretStr | None = Field(None, description="Sent as `Authorization: Bearer`.")
+    api_key: SecretStr | None = Field(default=None, description="Sent as `Authorization: Bearer`.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
 
-    temperature: float | None = Field(0.7, ge=0.0, description="Sampling temperature.")
-    max_tokens: int | None = Field(None, ge=1, description="Answer length cap; None: server's.")
-
-    max_retries: int = Field(2, ge=0, description="Retries after the first attempt.")
-    retry_backoff_base: float = Field(0.5, ge=0.0, description="First backoff, in seconds.")
-    retry_backoff_max: float = Field(20.0, ge=0.0, description="Longest backoff, in seconds.")
-
-    connect_timeout: float = Field(10.0, gt=0.0, description="TCP/TLS connect, in seconds.")
-    first_token_timeout: float = Field(
-        300.0, gt=0.0, description="From sending the request to the first chunk (cold loads)."
+    temperature: float | None = Field(
+        default=None,
+        ge=0.0,
+        description="Sampling temperature; None: not sent, the server's default wins.",
     )
-    idle_timeout: float = Field(60.0, gt=0.0, description="Longest silence between chunks.")
-    total_timeout: float | None = Field(None, gt=0.0, description="Whole request; None: none.")
-    preflight_timeout: float = Field(10.0, gt=0.0, description="All of preflight_check().")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Answer length cap; None: server's."
+    )
+
+    max_retries: int = Field(default=2, ge=0, description="Retries after the first attempt.")
+    retry_backoff_base: float = Field(default=0.5, ge=0.0, description="First backoff, in seconds.")
+    retry_backoff_max: float = Field(
+        default=20.0, ge=0.0, description="Longest backoff, in seconds."
+    )
+
+    connect_timeout: float = Field(default=10.0, gt=0.0, description="TCP/TLS connect, in seconds.")
+    first_token_timeout: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="From sending the request to the first chunk (cold loads).",
+    )
+    idle_timeout: float = Field(default=60.0, gt=0.0, description="Longest silence between chunks.")
+    total_timeout: float | None = Field(
+        default=None, gt=0.0, description="Whole request; None: none."
+    )
+    preflight_timeout: float = Field(default=10.0, gt=0.0, description="All of preflight_check().")
 
     max_line_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Longest stream line accepted, in bytes."
+        default=16 * 1024 * 1024, ge=1024, description="Longest stream line accepted, in bytes."
     )
-    max_connections: int = Field(1000, ge=1, description="Connection pool size.")
-    embed_batch_size: int = Field(64, ge=1, description="Most texts per embeddings request.")
+    max_connections: int = Field(default=1000, ge=1, description="Connection pool size.")
+    embed_batch_size: int = Field(
+        default=64, ge=1, description="Most texts per embeddings request."
+    )
 
     hooks: tuple[Callable[[Any], Any], ...] = Field(
-        (),
+        default=(),
         exclude=True,
         description="Lifecycle hooks: callables (sync or async) taking each record of a call.",
     )
 
-    verify: bool | str = Field(True, description="TLS: verify (default), False, or a CA bundle.")
+    verify: bool | str = Field(
+        default=True, description="TLS: verify (default), False, or a CA bundle."
+    )
     client_cert: str | tuple[str, str] | None = Field(
-        None, description="TLS client certificate file, or (certificate, key) files."
+        default=None, description="TLS client certificate file, or (certificate, key) files."
     )
 
     @classmethod

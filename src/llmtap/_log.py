@@ -3,6 +3,11 @@
 llmtap never configures logging. Events go to the standard-library logger ``llmtap`` through
 structlog: the message reads ``event key=value ...`` for plain handlers, and the fields ride along
 in ``extra={"llmtap": {...}}`` for structured ones. Secrets are redacted before anything leaves.
+
+The one thing done at import is what the logging HOWTO asks of libraries: a ``NullHandler`` on
+the ``llmtap`` logger, so that an application without logging set up does not get llmtap's
+warnings on stderr through the root logger's last resort. It changes nothing once the
+application configures logging.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from llmtap._errors import scrub
 __all__ = ["get_logger"]
 
 _SECRET_KEYS = SECRET_HEADERS | {"api_key", "password", "token", "secret"}
+
+logging.getLogger("llmtap").addHandler(logging.NullHandler())
 
 
 def _redact(value: Any) -> Any:

@@ -3,7 +3,9 @@
 The type's JSON schema goes out as ``response_format`` (``json_schema``); servers that enforce
 it (llama.cpp and vLLM through grammars, Ollama through ``format``, OpenAI in strict mode) can
 only produce matching JSON, and the rest are at least told. The reply is validated with
-pydantic; on failure a repair round shows the model its reply and the errors.
+pydantic; on failure a repair round shows the model its reply and the errors, unless the reply
+stopped at ``max_tokens`` (``finish_reason == "length"``): asking again would meet the same
+limit, so that raises at once and says to raise ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from pydantic import TypeAdapter
 from llmtap._api import ChatAPI
 from llmtap._errors import LLMParseError, LLMUsageError
 from llmtap._log import get_logger
-from llmtap._messages import Message
+from llmtap._messages import Message, check_messages
 from llmtap._tools import format_validation_errors, tidy_schema
 from llmtap._wire.dialects import MessageLike
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
+
+    from llmtap._results import Usage
 
 __all__ = ["OutputT", "parse", "response_format_for", "strict_schema", "unfence"]
 
@@ -118,6 +122,19 @@ def _repair_request(errors: list[ErrorDetails]) -> str:
     )
 
 
+def _cut_off(name: str, raw_text: str, errors: list[ErrorDetails], usage: Usage) -> LLMParseError:
+    """The error for a reply that stopped at ``max_tokens`` before it validated."""
+    tokens = usage.completion_tokens
+    after = f" after {tokens} tokens" if tokens is not None else ""
+    return LLMParseError(
+        f"The model's reply was cut at max_tokens (finish_reason='length'){after}, before its "
+        f"JSON for {name} was complete; raise max_tokens and ask again. The reply so far is "
+        "in .raw_text",
+        raw_text=raw_text,
+        errors=errors,
+    )
+
+
 @overload
 async def parse(
     client: ChatAPI,
@@ -157,7 +174,7 @@ async def parse(
         )
     adapter, response_format = response_format_for(output_type)
     name = response_format["json_schema"]["name"]
-    transcript: list[MessageLike] = list(messages)
+    transcript: list[MessageLike] = check_messages(messages)
     for attempt in range(repair_rounds + 1):
         result = await client.chat(transcript, response_format=response_format, **params)
         raw_text = result.text
@@ -165,6 +182,8 @@ async def parse(
             return adapter.validate_json(unfence(raw_text))
         except pydantic.ValidationError as exc:
             errors = exc.errors(include_url=False)
+        if result.finish_reason == "length":  # a repair round would meet the same limit
+            raise _cut_off(name, raw_text, errors, result.usage)
         _log.warning(
             "parse_invalid_reply",
             type=name,

@@ -82,14 +82,19 @@ def trusted(cls: type[_M], **values: Any) -> _M:
 
 
 class Usage(BaseModel):
-    """Token counts the server reported for one answer.
-
-    Any count the server did not send is ``None``.
+    """Token counts for one answer. A count nobody knows is ``None``.
 
     Attributes:
         prompt_tokens: Tokens in the prompt.
         completion_tokens: Tokens generated.
         total_tokens: Their sum, as the server reported it (or computed from the two).
+        source: Where the figures came from. ``"server"``: the server reported them (a count
+            it did not report is ``None``; all three are when it reported none in a whole,
+            non-streamed answer). ``"counted"``: a streamed answer came with no usage
+            (llama-cpp-python's server, or one that ignores ``stream_options``), so
+            ``completion_tokens`` is the number of chunks that carried output: one token each
+            on llama.cpp, vLLM and most servers, an estimate elsewhere; the others are
+            ``None``.
 
     Example:
         >>> Usage(prompt_tokens=12, completion_tokens=34, total_tokens=46).total_tokens
@@ -101,6 +106,7 @@ class Usage(BaseModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    source: Literal["server", "counted"] = "server"
 
 
 class Timings(BaseModel):
@@ -109,7 +115,8 @@ class Timings(BaseModel):
     Attributes:
         time_to_first_token: From sending the request to the first output token.
         total: From sending the request to the end of the answer.
-        tokens_per_second: Generation speed.
+        tokens_per_second: Generation speed: Ollama's own figure, else the completion tokens
+            (reported or counted) over the time from the first token to the end.
         load_duration: Time the server spent loading the model (Ollama reports it).
 
     Example:
@@ -138,8 +145,11 @@ class ChatResult(BaseModel):
         tool_calls: The tool calls, in the order of their index, with decoded arguments.
         finish_reason: Why generation stopped (``"stop"``, ``"length"``, ``"tool_calls"``,
             ...), or ``None`` if the server never said.
-        usage: Token counts, if the server sent them.
-        timings: Durations measured by the client, if any.
+        usage: Token counts, always present: as the server reported them, or for a stream
+            that carried none, the output chunks counted (``usage.source`` says which; a count
+            nobody knows is ``None``).
+        timings: Durations measured by the client, always present (a figure not measured,
+            such as the first token's time of a non-streamed answer, is ``None``).
         model: The model name the server reported.
         server: The kind of server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or
             ``"openai-compatible"``.
@@ -163,8 +173,8 @@ class ChatResult(BaseModel):
     reasoning: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     finish_reason: str | None = None
-    usage: Usage | None = None
-    timings: Timings | None = None
+    usage: Usage = Usage()
+    timings: Timings = Timings()
     model: str | None = None
     server: str | None = None
     warnings: tuple[str, ...] = ()

@@ -21,7 +21,7 @@ import pydantic
 from llmtap._api import ChatAPI
 from llmtap._errors import LLMToolLoopError, LLMUsageError
 from llmtap._log import get_logger
-from llmtap._messages import Message, ToolCall
+from llmtap._messages import Message, ToolCall, check_messages
 from llmtap._results import ChatResult, TextDelta
 from llmtap._tools import Tool, format_validation_errors
 from llmtap._wire.dialects import MessageLike
@@ -111,6 +111,13 @@ def as_tools(tools: Iterable[Any]) -> dict[str, Tool[..., Any]]:
             raise LLMUsageError(
                 f"run_tools() runs the tools, so it needs functions or Tool objects, not "
                 f"{type(item).__name__}; pass schema dicts to chat() instead"
+            )
+        if wrapped.method_of is not None:
+            owner = wrapped.method_of.__name__
+            raise LLMUsageError(
+                f"tool {wrapped.name!r} is a method of {owner}, taken from the class: it has "
+                f"no instance to run on; pass it from an instance ({owner.lower()}."
+                f"{wrapped.fn.__name__}, for {owner.lower()} = {owner}(...))"
             )
         if wrapped.name in by_name:
             raise LLMUsageError(
@@ -219,7 +226,7 @@ async def run_tools(
     if max_rounds < 1:
         raise LLMUsageError(f"max_rounds must be at least 1, not {max_rounds}")
     by_name = as_tools(tools)
-    transcript: list[MessageLike] = list(messages)
+    transcript: list[MessageLike] = check_messages(messages)
     for _round in range(max_rounds):
         result = await _ask(client, transcript, by_name, on_event, stream, params)
         transcript.append(result.message)

@@ -13,8 +13,20 @@ import copy
 import functools
 import inspect
 import re
+import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Generic, ParamSpec, TypeVar, get_args, get_origin, overload
+from typing import (
+    Annotated,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Self,
+    TypeVar,
+    get_args,
+    get_origin,
+    overload,
+)
 
 import orjson
 import pydantic
@@ -34,6 +46,7 @@ __all__ = [
 ]
 
 P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
 
 #: What OpenAI-compatible servers accept as a function name.
@@ -199,6 +212,14 @@ class Tool(Generic[P, R]):
     ``tools=`` of :meth:`LLMClient.chat`, :meth:`~LLMClient.stream` and
     :meth:`~LLMClient.run_tools` accepts it.
 
+    On a method (``@tool`` on a ``def`` in a class body) a ``Tool`` works as a method does:
+    the schema leaves out ``self``, and ``service.count`` is a ``Tool`` bound to ``service``
+    (call it, or pass it to ``run_tools``). ``Service.count``, taken from the class, describes
+    the same parameters and is called with the instance first, like the plain method; having
+    no instance, ``run_tools`` refuses it. ``@tool`` refuses ``staticmethod`` and
+    ``classmethod`` objects: put ``@staticmethod`` above ``@tool`` (the tool then keeps every
+    parameter), or use a module-level function.
+
     Attributes:
         name: The function name the model sees.
         description: What the tool does, as the model sees it.
@@ -221,6 +242,15 @@ class Tool(Generic[P, R]):
         ['city']
         >>> get_weather("Paris")  # still an ordinary function
         '21 °C in Paris'
+        >>> class Counter:
+        ...     def __init__(self, start: int) -> None:
+        ...         self.start = start
+        ...     @tool
+        ...     def count(self, step: int) -> int:
+        ...         '''Count on from the start.'''
+        ...         return self.start + step
+        >>> Counter(10).count(2), Counter(10).count.parameters["required"]
+        (12, ['step'])
     """
 
     def __init__(
@@ -230,7 +260,19 @@ class Tool(Generic[P, R]):
         name: str | None = None,
         description: str | None = None,
     ) -> None:
+        if isinstance(fn, staticmethod):
+            raise LLMUsageError(
+                "@tool cannot wrap a staticmethod: put @staticmethod above @tool, or define "
+                "the function at module level"
+            )
+        if isinstance(fn, classmethod):
+            raise LLMUsageError(
+                "@tool cannot wrap a classmethod: make it a plain method (bound to an "
+                "instance) or a module-level function"
+            )
+        method_of: type[Any] | None = None
         if isinstance(fn, Tool):
+            method_of = fn.method_of
             fn = fn.fn
         self.fn: Callable[P, R] = fn
         functools.update_wrapper(self, fn)
@@ -243,8 +285,16 @@ class Tool(Generic[P, R]):
         self.is_async = _is_async(fn)
         docs = parse_docstring(inspect.getdoc(fn.func if isinstance(fn, functools.partial) else fn))
         self.description = description if description is not None else docs.description
-        self._signature = _signature(fn, self.name)
-        self._model = _arguments_model(self.name, self._signature, docs.params)
+        self._docs = docs.params
+        self.method_of: type[Any] | None = None
+        self._describe(_signature(fn, self.name))
+        if method_of is not None:
+            self._make_method(method_of)
+
+    def _describe(self, signature: inspect.Signature) -> None:
+        """Build the arguments' validator and JSON schema from ``signature``."""
+        self._signature = signature
+        self._model = _arguments_model(self.name, signature, self._docs)
         try:
             schema = self._model.model_json_schema()
         except pydantic.PydanticUserError as exc:  # a type pydantic cannot describe
@@ -253,6 +303,43 @@ class Tool(Generic[P, R]):
                 "types, pydantic models or dataclasses for tool parameters"
             ) from exc
         self.parameters: dict[str, Any] = tidy_schema(schema)
+
+    def _make_method(self, owner: type[Any]) -> None:
+        """A method of ``owner``: its first parameter is the instance, not the model's to set."""
+        parameters = list(self._signature.parameters.values())
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if not parameters or parameters[0].kind not in positional:
+            raise LLMUsageError(
+                f"Tool {self.name!r} is defined in {owner.__qualname__} but takes no instance "
+                "(self) parameter; give it one, or define it at module level"
+            )
+        self.method_of = owner
+        self._describe(self._signature.replace(parameters=parameters[1:]))
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        # Only a function defined in this class's body is a method; a tool made elsewhere and
+        # set as a class attribute stays the function it was.
+        qualname = getattr(self.fn, "__qualname__", "")
+        if self.method_of is None and qualname.rpartition(".")[0] == owner.__qualname__:
+            self._make_method(owner)
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Self: ...
+
+    @overload
+    def __get__(
+        self: Tool[Concatenate[Any, P2], R], instance: object, owner: type[Any] | None = None
+    ) -> Tool[P2, R]: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Tool[Any, R]:
+        """``instance.method``: the tool bound to ``instance``, as a function binds."""
+        if instance is None or self.method_of is None:
+            return self
+        bound = copy.copy(self)
+        bound.fn = types.MethodType(self.fn, instance)
+        bound.__wrapped__ = bound.fn  # type: ignore[attr-defined]
+        bound.method_of = None
+        return bound
 
     @classmethod
     def from_function(

@@ -54,7 +54,12 @@ async def test_json_prints_the_whole_result(cli: Runner) -> None:
         "Short one.",
         "stop",
     )
-    assert data["usage"] == {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
+    assert data["usage"] == {
+        "prompt_tokens": 10,
+        "completion_tokens": 4,
+        "total_tokens": 14,
+        "source": "server",
+    }
     assert (data["model"], data["server"]) == ("llama3.2:latest", "ollama")
     assert data["message"]["content"] == "Hello there"
 

@@ -62,7 +62,7 @@ def test_precedence_is_arguments_env_file_defaults(
     )
     assert config.api_key is not None
     assert config.api_key.get_secret_value() == "k-file"
-    assert config.temperature == 0.7
+    assert config.temperature is None
 
 
 def test_plain_llmconfig_reads_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

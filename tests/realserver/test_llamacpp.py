@@ -23,6 +23,7 @@ from llmtap import (
     Message,
     TextDelta,
     ToolCallDelta,
+    Usage,
 )
 from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
 from tests.realserver.conftest import realserver_client
@@ -177,13 +178,19 @@ async def test_stream_events_are_the_text_pieces_then_the_finish(client: LLMClie
     assert result.text == "".join(pieces)
 
 
-async def test_streamed_result_has_no_usage_and_is_from_an_openai_compatible_server(
+async def test_streamed_result_counts_its_usage_and_is_from_an_openai_compatible_server(
     client: LLMClient,
 ) -> None:
     """Without preflight, a streamed result names the server from its chunks (no llama.cpp
-    ``timings``: "openai-compatible") and has no usage, since the stream carried none."""
+    ``timings``: "openai-compatible"), and since the stream carried no usage, its token
+    chunks are counted."""
+    pieces = content_of(await collect_chunks(client, seed=STOP_SEED, max_tokens=LONG))
     result = await client.chat(QUESTION, seed=STOP_SEED, max_tokens=LONG)
-    assert (result.server, result.usage, result.model) == ("openai-compatible", None, MODEL_ALIAS)
+    assert (result.server, result.usage, result.model) == (
+        "openai-compatible",
+        Usage(completion_tokens=len(pieces), source="counted"),
+        MODEL_ALIAS,
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -26,6 +26,7 @@ from llmtap._client import LLMClient, client_for
 from llmtap._config import LLMConfig, read_config_file
 from llmtap._errors import ConfigFileError, LLMError, LLMUsageError, redact_url
 from llmtap._hooks import Hook, Hooks, Operation
+from llmtap._messages import check_messages
 from llmtap._parse import parse as _parse
 from llmtap._preflight import run_preflight
 from llmtap._results import ChatResult, PreflightReport
@@ -362,7 +363,9 @@ class Router:
     ) -> ChunkStream:
         """Like :meth:`LLMClient.stream_chat` on one endpoint the router picks: no retries."""
         call = self._call(params, max_retries=0)
-        return ChunkStream(call, _chat_request(list(messages), tools, params, call, stream=True))
+        return ChunkStream(
+            call, _chat_request(check_messages(messages), tools, params, call, stream=True)
+        )
 
     def stream_chat_with_retry(
         self, messages: Iterable[MessageLike], tools: Sequence[Any] | None = None, **params: Any
@@ -370,7 +373,9 @@ class Router:
         """Stream chunk dicts as :meth:`LLMClient.stream_chat_with_retry` does, moving to
         another endpoint after a retryable failure before the first chunk."""
         call = self._call(params)
-        return ChunkStream(call, _chat_request(list(messages), tools, params, call, stream=True))
+        return ChunkStream(
+            call, _chat_request(check_messages(messages), tools, params, call, stream=True)
+        )
 
     def stream(
         self,
@@ -387,7 +392,9 @@ class Router:
         prefill) on an endpoint that can continue it, as the single client does.
         """
         call = self._call(params, resume=resume)
-        return RouterStream(call, _chat_request(list(messages), tools, params, call, stream=True))
+        return RouterStream(
+            call, _chat_request(check_messages(messages), tools, params, call, stream=True)
+        )
 
     async def chat(
         self,
@@ -401,7 +408,7 @@ class Router:
         """Ask once and get the whole answer, as :meth:`LLMClient.chat` does. Nothing reaches
         the caller before the result, so a failure anywhere moves to another endpoint."""
         call = self._call(params, exposed=False, resume=resume and stream, stream=stream)
-        request_for = _chat_request(list(messages), tools, params, call, stream=stream)
+        request_for = _chat_request(check_messages(messages), tools, params, call, stream=stream)
         reader, _ = await call.open(request_for, typed=True, quiet=True)
         async for _event in reader:  # quiet: nothing, until the answer has been read
             pass

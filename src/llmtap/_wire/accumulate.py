@@ -142,6 +142,10 @@ class _ToolCalls:
             return None
         return ToolCallDelta(call.index, new_id, new_name, text)
 
+    def pieces(self) -> int:
+        """How many argument pieces arrived, over all calls (a call sent whole is one)."""
+        return sum(len(call.parts) or call.arguments is not None for call in self._calls)
+
     def build(self, finish_reason: str | None) -> tuple[ToolCall, ...]:
         """The finished calls, in index order, with decoded arguments and an id each."""
         taken = {call.id for call in self._calls if call.id is not None}
@@ -194,6 +198,25 @@ def _decode_arguments(name: str, text: str, finish_reason: str | None) -> dict[s
     return value
 
 
+_NO_USAGE = Usage()
+_NO_TIMINGS = Timings()
+
+
+def _with_speed(timings: Timings, tokens: int | None) -> Timings:
+    """``timings`` with ``tokens_per_second`` from ``tokens`` generated between the first
+    token and the end, when those are known."""
+    first, total = timings.time_to_first_token, timings.total
+    if not tokens or first is None or total is None or total <= first:
+        return timings
+    return trusted(
+        Timings,
+        time_to_first_token=first,
+        total=total,
+        tokens_per_second=tokens / (total - first),
+        load_duration=timings.load_duration,
+    )
+
+
 def _expect_str(field: str, value: object) -> None:
     if type(value) is not str:
         raise TypeError(f"{field} is a {type(value).__name__}, not a string")
@@ -235,6 +258,7 @@ class Accumulator:
         "_tool_state",
         "_usage",
         "_usage_key",
+        "_whole",
     )
 
     def __init__(self, dialect: Literal["openai", "ollama"] = "openai") -> None:
@@ -250,6 +274,8 @@ class Accumulator:
         self._usage_key: tuple[int | None, int | None, int | None] | None = None
         self._model: str | None = None
         self._ollama_metrics: dict[str, int] | None = None  # made by a native final line
+        #: Fed a whole answer (``feed_completion``), not a stream: its pieces are no count.
+        self._whole = False
 
     # -- state -------------------------------------------------------------------------------
 
@@ -275,8 +301,24 @@ class Accumulator:
 
     @property
     def usage(self) -> Usage | None:
-        """The latest token counts the server reported."""
+        """The latest token counts the server reported (``None`` before any; the result's
+        usage counts the output chunks when the server never reported any)."""
         return self._usage
+
+    def _final_usage(self) -> Usage:
+        """The server's usage, or for a stream that carried none, its output counted.
+
+        The count costs nothing per chunk: the lists the pieces were kept in already know
+        how many there were (one text piece per chunk that carried text, and so on).
+        """
+        if self._usage is not None:
+            return self._usage
+        if self._whole:
+            return _NO_USAGE
+        pieces = len(self._text) + len(self._reasoning)
+        if self._tool_state is not None:
+            pieces += self._tool_state.pieces()
+        return trusted(Usage, completion_tokens=pieces, source="counted")
 
     @property
     def model(self) -> str | None:
@@ -366,6 +408,7 @@ class Accumulator:
         Raises:
             LLMStreamError: The body is a server error object.
         """
+        self._whole = True
         if self._native:
             return self.feed(body)
         choices = body.get("choices")
@@ -482,6 +525,10 @@ class Accumulator:
     ) -> ChatResult:
         """Build the final result from everything fed so far.
 
+        The usage is the server's, or for a stream that carried none, its output chunks
+        counted (``Usage.source``). A ``tokens_per_second`` the caller did not give is the
+        completion tokens over the time from the first token to the end, when both are known.
+
         Args:
             server: The kind of server, as the caller knows it.
             timings: Durations the caller measured.
@@ -495,6 +542,11 @@ class Accumulator:
         tool_calls = (
             self._tool_state.build(self._finish_reason) if self._tool_state is not None else ()
         )
+        usage = self._final_usage()
+        if timings is None:
+            timings = _NO_TIMINGS
+        elif timings.tokens_per_second is None:
+            timings = _with_speed(timings, usage.completion_tokens)
         # Built from values this class produced and checked: no validation pass needed.
         message = trusted(
             Message,
@@ -509,7 +561,7 @@ class Accumulator:
             reasoning="".join(self._reasoning),
             tool_calls=tool_calls,
             finish_reason=self._finish_reason,
-            usage=self._usage,
+            usage=usage,
             timings=timings,
             model=self._model,
             server=server,
