@@ -257,15 +257,15 @@ def test_messages_that_can_be_sent_pass_unchanged() -> None:
 
 
 async def test_router_chat_with_a_bare_string_is_refused() -> None:
-    """The Router refuses chat("hi") too, before any endpoint is tried."""
+    """The Router refuses chat("hi") too, with the client's message, before any endpoint is
+    tried."""
     async with TestServer(dialect="openai") as server:
         async with Router([server.url], model="gpt-4o-mini", max_retries=0) as router:
             with pytest.raises(LLMUsageError) as info:
                 await router.chat("hi")  # type: ignore[arg-type]
         assert server.chat_requests == []
     assert str(info.value) == (
-        "messages[0] is the string 'h', not a message; messages must be a list of messages, "
-        "like [Message.user('...')]"
+        "messages is the string 'hi', not a list of messages; pass [Message.user('hi')]"
     )
 
 
