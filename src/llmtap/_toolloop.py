@@ -166,7 +166,7 @@ async def _execute(tools: dict[str, Tool[..., Any]], call: ToolCall) -> ToolCall
             )
         else:
             try:
-                output = await found._invoke(kwargs)
+                output = await found.call_validated(kwargs)
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 output = f"Error: {call.name} failed: {error}"

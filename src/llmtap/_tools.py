@@ -417,10 +417,10 @@ class Tool(Generic[P, R]):
                 not called.
             Exception: Whatever the function raised.
         """
-        return await self._invoke(self.validate(arguments))
+        return await self.call_validated(self.validate(arguments))
 
-    async def _invoke(self, kwargs: dict[str, Any]) -> str:
-        """Call the function with validated arguments; its result as text."""
+    async def call_validated(self, kwargs: dict[str, Any]) -> str:
+        """Call the function with arguments :meth:`validate` gave; its result as text."""
         positional = [
             kwargs.pop(name)
             for name, parameter in self._signature.parameters.items()
