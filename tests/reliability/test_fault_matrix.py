@@ -14,12 +14,15 @@ from typing import Any
 import pytest
 
 from llmtap import (
+    AttemptFailed,
+    HookRecord,
     LLMClient,
     LLMConfig,
     LLMResponseError,
     LLMStreamInterrupted,
     LLMTimeoutError,
     Message,
+    RequestFailed,
     Router,
     TextDelta,
 )
@@ -75,6 +78,40 @@ def retry_log() -> Iterator[RetryLog]:
         yield handler
     finally:
         logger.removeHandler(handler)
+
+
+class Records:
+    """A hook that keeps every record, for the exact sequence a cell must give."""
+
+    def __init__(self) -> None:
+        self.records: list[HookRecord] = []
+
+    def __call__(self, record: HookRecord) -> None:
+        self.records.append(record)
+
+    def sequence(self) -> list[str]:
+        """Each record's type, with ``AttemptFailed`` marked by whether a retry follows."""
+        return [
+            f"AttemptFailed({'retry' if record.will_retry else 'final'})"
+            if isinstance(record, AttemptFailed)
+            else type(record).__name__
+            for record in self.records
+        ]
+
+
+def expected_records(fault: Fault, outcome: Outcome) -> list[str]:
+    """The hooks' records the rules give: the call starts; each failed attempt is reported
+    with whether another follows (after its first chunk, when the fault let one arrive); the
+    call ends with its answer (after that attempt's first chunk) or its error."""
+    chunk_first = ["FirstChunk"] if fault.at == "mid" or fault.leaks_chunk else []
+    records = ["RequestStarted"]
+    if outcome.kind == "ok":
+        records += (chunk_first + ["AttemptFailed(retry)"]) * (outcome.attempts - 1)
+        return [*records, "FirstChunk", "RequestFinished"]
+    if outcome.kind == "interrupted":
+        return [*records, "FirstChunk", "AttemptFailed(final)", "RequestFailed"]
+    records += (chunk_first + ["AttemptFailed(retry)"]) * (outcome.attempts - 1)
+    return [*records, *chunk_first, "AttemptFailed(final)", "RequestFailed"]
 
 
 @pytest.fixture(autouse=True)
@@ -221,13 +258,15 @@ async def test_client_cell(dialect: str, fault_name: str, path: str, retry_log: 
     outcome = EXPECTED[fault_name, path]
     spec = DIALECTS[dialect]
     tasks_before = asyncio.all_tasks()
+    records = Records()
     async with TestServer(dialect=spec.server, models=[spec.model]) as server:
-        client = LLMClient(settings(server.url, dialect, fault))
+        client = LLMClient(settings(server.url, dialect, fault, hooks=[records]))
         try:
             if fault.kept_alive:
                 server.script(Reply(text=ANSWER))
                 await client.chat(HELLO)  # leaves a kept-alive connection in the pool
                 server.requests.clear()
+                records.records.clear()
             if fault.persistent:
                 await server.stop()
             else:
@@ -242,6 +281,10 @@ async def test_client_cell(dialect: str, fault_name: str, path: str, retry_log: 
     check(outcome, fault, dialect, error, text, delivered)
     assert requests == (0 if fault.persistent else outcome.attempts + outcome.resent)
     assert retry_log.count("llm_retry") == outcome.attempts - 1
+    assert records.sequence() == expected_records(fault, outcome)
+    if error is not None:
+        assert isinstance(records.records[-1], RequestFailed)
+        assert records.records[-1].error is error
     assert in_use == 0
     assert elapsed <= time_bound(fault, outcome)
     assert asyncio.all_tasks() == tasks_before
@@ -269,6 +312,7 @@ async def test_router_cell(dialect: str, fault_name: str, path: str, retry_log: 
     fault = FAULTS_BY_NAME[fault_name]
     outcome = ROUTER_EXPECTED[fault_name, path]
     tasks_before = asyncio.all_tasks()
+    records = Records()
     async with AsyncExitStack() as stack:
         faulty, healthy = [server async for server in _router_servers(stack, dialect)]
         healthy.script(Reply(text=ANSWER), Reply(text=ANSWER))
@@ -280,6 +324,7 @@ async def test_router_cell(dialect: str, fault_name: str, path: str, retry_log: 
             [settings(s.url, dialect, fault) for s in (faulty, healthy)],
             strategy="failover",
             max_retries=MAX_RETRIES,
+            hooks=[records],
         )
         try:
             error, text, delivered, elapsed = await run_cell(
@@ -295,6 +340,10 @@ async def test_router_cell(dialect: str, fault_name: str, path: str, retry_log: 
     else:
         assert requests == (1 + outcome.resent, outcome.attempts - 1)
     assert retry_log.count("router_retry") == (0 if fault.persistent else outcome.attempts - 1)
+    assert records.sequence() == expected_records(fault, outcome)
+    if error is not None:
+        assert isinstance(records.records[-1], RequestFailed)
+        assert records.records[-1].error is error
     assert in_use == 0
     assert elapsed <= time_bound(fault, outcome)
     assert router.background_tasks == 0
