@@ -106,11 +106,11 @@ def expected_records(fault: Fault, outcome: Outcome) -> list[str]:
     chunk_first = ["FirstChunk"] if fault.at == "mid" or fault.leaks_chunk else []
     records = ["RequestStarted"]
     if outcome.kind == "ok":
-        records += (chunk_first + ["AttemptFailed(retry)"]) * (outcome.attempts - 1)
+        records += [*chunk_first, "AttemptFailed(retry)"] * (outcome.attempts - 1)
         return [*records, "FirstChunk", "RequestFinished"]
     if outcome.kind == "interrupted":
         return [*records, "FirstChunk", "AttemptFailed(final)", "RequestFailed"]
-    records += (chunk_first + ["AttemptFailed(retry)"]) * (outcome.attempts - 1)
+    records += [*chunk_first, "AttemptFailed(retry)"] * (outcome.attempts - 1)
     return [*records, *chunk_first, "AttemptFailed(final)", "RequestFailed"]
 
 
