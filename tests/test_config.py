@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from llmtap import LLMConfig
+from llmtap import LLMConfig, LLMUsageError
 from llmtap._config import normalize_ollama_host
 
 _ENV = (
@@ -148,3 +148,30 @@ def test_secrets_never_appear_in_repr_or_dump() -> None:
         assert "sk-very-secret-1234" not in text
         assert "sk-header-secret" not in text
     assert "visible" in config.model_dump_json()
+
+
+def test_a_password_in_the_url_and_an_api_key_are_refused_together() -> None:
+    """A user name and password in the endpoint URL (Basic auth) and an api_key (a Bearer
+    token) cannot both go in one request: refused at construction, naming both, with
+    neither secret in the message (aiohttp used to fail at the first request instead)."""
+    with pytest.raises(LLMUsageError) as info:
+        LLMConfig(endpoint="http://user:hunter2@gpu:11434", api_key="sk-verysecret")
+    text = str(info.value)
+    assert "api_key" in text
+    assert "user name and password" in text
+    assert "http://user:***@gpu:11434" in text
+    assert "hunter2" not in text
+    assert "sk-verysecret" not in text
+
+
+def test_a_password_in_the_url_and_an_authorization_header_are_refused_together() -> None:
+    """The same for an Authorization header given in headers=."""
+    with pytest.raises(LLMUsageError) as info:
+        LLMConfig(endpoint="http://u:pw@gpu:11434", headers={"Authorization": "Bearer t"})
+    assert "an Authorization header" in str(info.value)
+
+
+def test_a_password_in_the_url_alone_is_taken() -> None:
+    """Basic auth from the URL alone is fine (and masked when shown)."""
+    config = LLMConfig(endpoint="http://user:hunter2@gpu:11434")
+    assert "hunter2" not in repr(config)

@@ -151,6 +151,45 @@ def test_server_message_is_bounded() -> None:
     assert error.server_message.endswith("…")
 
 
+async def test_a_huge_error_body_gives_an_error_under_4_kib() -> None:
+    """A 400 whose JSON error body is 100 KB (and a request id of 4 KB): the error's str()
+    and repr() stay under 4 KiB, of UTF-8 bytes."""
+    from llmtap import LLMClient, Message
+    from llmtap.testing import Reply, TestServer
+
+    message = "é" * 50_000  # two bytes each: 100 KB
+    async with TestServer(dialect="openai") as server:
+        server.script(
+            Reply(status=400, error_message=message, headers={"x-request-id": "r" * 4000})
+        )
+        async with LLMClient(endpoint=server.url, model="m") as client:
+            with pytest.raises(LLMResponseError) as info:
+                await client.chat([Message.user("hi")])
+    error = info.value
+    assert len(str(error).encode()) < 4096
+    assert len(repr(error).encode()) < 4096
+    assert error.message.startswith("The server answered 400: ")
+    assert "more characters]" in error.message
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        LLMError(
+            "m" * 100_000, method="POST", url="http://h/" + "u" * 100_000, request_id="r" * 9999
+        ),
+        LLMStreamInterrupted.after(LLMConnectionError("c" * 100_000), "t" * 100_000, 5),
+        LLMTimeoutError("🦙" * 50_000, deadline="idle", timeout=1.0),
+        LLMRateLimitError("x" * 100_000, 429, server_message="y" * 100_000),
+    ],
+    ids=["base", "interrupted", "four-byte characters", "rate limit"],
+)
+def test_every_error_stays_under_4_kib(error: LLMError) -> None:
+    """Whatever goes into an error, its str() and repr() stay under 4 KiB."""
+    assert len(str(error).encode()) < 4096
+    assert len(repr(error).encode()) < 4096
+
+
 def test_errors_survive_pickling() -> None:
     """Errors cross process boundaries with their fields (keyword-only constructors)."""
     error = LLMStreamInterrupted(

@@ -772,3 +772,81 @@ async def test_close_leaves_no_task_running(closed_port_url: str) -> None:
     assert all(task.done() for task in ours)
     with pytest.raises(LLMUsageError, match="this Router is closed"):
         await router.chat(HELLO)
+
+
+# --- failover counts and the retry budget under load (found in use) -------------------------------
+
+
+async def test_failover_is_the_routers_count_not_the_endpoints_retries(no_waits: None) -> None:
+    """Endpoints configured with max_retries=0 ("don't retry the same server") still fail
+    over: the router's own max_retries, 2 by default, moves the request twice."""
+    async with serving("vllm", "vllm", "vllm") as (a, b, c):
+        a.script(Reply(status=503))
+        b.script(Reply(status=503))
+        router = Router(
+            [config(s.url, max_retries=0) for s in (a, b, c)], strategy="failover", cooldown=0.2
+        )
+        async with router:
+            result = await router.chat(HELLO)
+    assert result.text == "echo: hello"
+    assert (chats(a), chats(b), chats(c)) == (1, 1, 1)
+
+
+async def test_an_endpoints_max_retries_bounds_its_own_retries(no_waits: None) -> None:
+    """An endpoint's max_retries=0 means one call never goes back to it: with two such
+    endpoints failing, a router allowed 5 retries makes 2 attempts in all."""
+    async with serving("vllm", "vllm") as (a, b):
+        for server in (a, b):
+            server.script(*(Reply(status=429) for _ in range(10)))
+        router = Router([config(s.url, max_retries=0) for s in (a, b)], max_retries=5)
+        async with router:
+            with pytest.raises(LLMRateLimitError):
+                await router.chat(HELLO)
+    assert chats(a) + chats(b) == 2
+
+
+async def test_a_server_dying_under_long_streams_moves_every_request_it_had_not_started(
+    no_waits: None,
+) -> None:
+    """Three servers, 300 long streams; one server holds its share before the first token,
+    then dies. With the default budget every one of those requests moves to another server
+    and completes: the budget counts the requests sent, not the (few) that have finished."""
+    async with serving("vllm", "vllm", "vllm") as (dying, b, c):
+        dying.script(*(Reply(text="never", delay_before_headers=30) for _ in range(150)))
+        for server in (b, c):
+            long = Reply(chunks=[f" w{i}" for i in range(20)], delay_between=0.05)
+            server.script(*(long for _ in range(300)))
+        async with Router([config(s.url) for s in (dying, b, c)], cooldown=5.0) as router:
+            await router.preflight_check()
+
+            async def stream() -> str:
+                async with router.stream(HELLO) as answer:
+                    return "".join([piece async for piece in answer.text()])
+
+            tasks = [asyncio.create_task(stream()) for _ in range(300)]
+            for _ in range(200):  # until every stream has been sent somewhere
+                if sum(s.in_flight for s in router.stats()) == 300:
+                    break
+                await asyncio.sleep(0.01)
+            held = router.stats()[0].in_flight
+            await dying.stop()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert held >= 60  # the dying server had its share when it died
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    assert errors == []
+    assert chats(b) + chats(c) == 300
+
+
+async def test_an_outage_of_every_server_adds_at_most_the_budget(no_waits: None) -> None:
+    """Every server failing: 300 requests, each allowed 2 retries, make at most 20 % more
+    attempts plus the reserve (10 a second over the 10 s window), not three times as many."""
+    async with serving("vllm", "vllm", "vllm") as servers:
+        for server in servers:
+            server.script(*(Reply(status=429) for _ in range(400)))
+        async with Router([config(s.url) for s in servers]) as router:
+            outcomes = await asyncio.gather(
+                *(router.chat(HELLO) for _ in range(300)), return_exceptions=True
+            )
+    assert all(isinstance(o, LLMRateLimitError) for o in outcomes)
+    attempts = sum(chats(s) for s in servers)
+    assert 300 < attempts <= 300 + 0.2 * 300 + 10 * 10

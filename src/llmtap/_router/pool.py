@@ -35,7 +35,7 @@ _log = get_logger()
 _ON_DEMAND_REFRESH_GAP = 1.0
 
 #: Why no endpoint could be picked right now.
-_Problem = Literal["no_model", "missing", "down", "full"]
+_Problem = Literal["no_model", "missing", "spent", "down", "full"]
 
 
 class _Waiter:
@@ -369,8 +369,6 @@ class Pool:
         serving: list[tuple[Endpoint, str]] = []
         named = False
         for endpoint in self.endpoints:
-            if endpoint.index in exclude:
-                continue
             name = model or endpoint.model
             if not name:
                 continue
@@ -381,6 +379,9 @@ class Pool:
             return "no_model"
         if not serving:
             return "missing"
+        serving = [(e, name) for e, name in serving if e.index not in exclude]
+        if not serving:
+            return "spent"
         healthy = [(e, name) for e, name in serving if e.state == "healthy"]
         if not healthy:
             return "down"
@@ -433,6 +434,11 @@ class Pool:
                 "them (`ollama pull <model>`) or ask for a listed one",
                 404,
                 model=model or "",
+            )
+        if problem == "spent":
+            return LLMConnectionError(
+                f"Every endpoint that serves {what} has been tried as often as its max_retries "
+                "allows"
             )
         if problem == "down":
             now = asyncio.get_running_loop().time()
