@@ -111,6 +111,22 @@ class LLMTapStreamChat(Adapter):
         await self.client.close()
 
 
+def _noop(record: object) -> None:
+    """A hook that does nothing: what hooks cost by themselves."""
+
+
+class LLMTapHooked(LLMTapStreamChat):
+    """llmtap's raw chunk dicts, with one no-op lifecycle hook."""
+
+    name = "llmtap.stream_chat+hook"
+    label = "llmtap stream_chat with one no-op hook"
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        from llmtap import LLMClient, LLMConfig
+
+        self.client = LLMClient(LLMConfig(endpoint=url, model=MODEL, hooks=[_noop]))
+
+
 class LLMTapNative(LLMTapStreamChat):
     """llmtap's raw chunk dicts from Ollama's native NDJSON route."""
 
@@ -360,6 +376,7 @@ CLIENTS: dict[str, type[Adapter]] = {
         LLMTapStream,
         LLMTapChat,
         LLMTapNative,
+        LLMTapHooked,
         OpenAIClient,
         OllamaClient,
         HttpxLines,

@@ -127,6 +127,7 @@ def parts(number: int = 20_000) -> dict[str, float]:
     import orjson
 
     from llmtap import Accumulator, LLMClient, LLMConfig
+    from llmtap._client import upstream_of
     from llmtap._wire.sse import SSEDecoder
 
     events = [_chunk(WORDS[i % len(WORDS)]) for i in range(number)]
@@ -187,11 +188,11 @@ def parts(number: int = 20_000) -> dict[str, float]:
 
     per("Accumulator of a 5-chunk answer + result() (per answer)", results_only, answers)
 
-    client = LLMClient(LLMConfig(endpoint="http://127.0.0.1:9", model=MODEL))
+    upstream = upstream_of(LLMClient(LLMConfig(endpoint="http://127.0.0.1:9", model=MODEL)))
 
     def build_requests() -> None:
         for _ in range(answers):
-            client._request(MESSAGES, None, {"bench": {"chunks": 5}}, stream=True)
+            upstream.chat_request(MESSAGES, None, {"bench": {"chunks": 5}}, stream=True)
 
     per("building one request (payload + orjson.dumps) (per request)", build_requests, answers)
     return results

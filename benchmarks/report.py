@@ -175,6 +175,14 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     1.3,
                 )
             )
+    for scenario in _CPU_SCENARIOS:
+        out.append(
+            _target(
+                f"stream_chat with one no-op hook ≤ 1.05× without ({scenario})",
+                _ratio(v(scenario, "llmtap.stream_chat+hook"), v(scenario, BASE)),
+                1.05,
+            )
+        )
     out.append(
         _target(
             "stream_chat CPU/request with 200 idle connections ≤ 1.5× the bare aiohttp loop",

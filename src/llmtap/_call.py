@@ -20,7 +20,7 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmtap import _retry
@@ -235,6 +235,31 @@ class Progress:
                 self.first_at = self._loop.time()
 
 
+def timing_figures(
+    accumulator: Accumulator | None,
+    completion_tokens: int | None,
+    started: float,
+    first_at: float | None,
+    ended: float,
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """An answer's timings, as ``Timings``' four figures: to the first output, in all,
+    tokens per second (Ollama's own figure where it sent one, else counted from the first
+    output to the end), and Ollama's model load."""
+    metrics = accumulator.ollama_metrics if accumulator is not None else {}
+    tokens_per_second: float | None = None
+    if metrics.get("eval_count") and metrics.get("eval_duration"):
+        tokens_per_second = metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
+    elif completion_tokens and first_at is not None and ended > first_at:
+        tokens_per_second = completion_tokens / (ended - first_at)
+    load = metrics.get("load_duration")
+    return (
+        None if first_at is None else first_at - started,
+        ended - started,
+        tokens_per_second,
+        None if load is None else load / 1e9,
+    )
+
+
 def timings_of(
     accumulator: Accumulator | None,
     usage: Usage | None,
@@ -242,39 +267,34 @@ def timings_of(
     first_at: float | None,
     ended: float,
 ) -> Timings:
-    """An answer's timings: to the first output, in all, and tokens per second (Ollama's
-    own figure where it sent one, else counted from the first output to the end)."""
-    metrics = accumulator.ollama_metrics if accumulator is not None else {}
-    tokens_per_second: float | None = None
-    if metrics.get("eval_count") and metrics.get("eval_duration"):
-        tokens_per_second = metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
-    elif usage and usage.completion_tokens and first_at is not None and ended > first_at:
-        tokens_per_second = usage.completion_tokens / (ended - first_at)
-    load = metrics.get("load_duration")
+    """An answer's :class:`Timings` (see :func:`timing_figures`)."""
+    completion = usage.completion_tokens if usage is not None else None
+    first, total, speed, load = timing_figures(accumulator, completion, started, first_at, ended)
     return trusted(
         Timings,
-        time_to_first_token=None if first_at is None else first_at - started,
-        total=ended - started,
-        tokens_per_second=tokens_per_second,
-        load_duration=None if load is None else load / 1e9,
+        time_to_first_token=first,
+        total=total,
+        tokens_per_second=speed,
+        load_duration=load,
     )
 
 
-def _raw_usage(decoder: ChunkDecoder | None) -> Usage | None:
+def _raw_counts(decoder: ChunkDecoder | None) -> tuple[int | None, int | None] | None:
     """The token counts in a raw stream's last chunk (OpenAI's usage, or Ollama's counts)."""
     last = decoder.last if decoder is not None else None
     if not last:
         return None
     usage = last.get("usage")
-    if isinstance(usage, dict):
-        counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    if type(usage) is dict:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
     elif "eval_count" in last or "prompt_eval_count" in last:
-        counts = (last.get("prompt_eval_count"), last.get("eval_count"))
+        prompt, completion = last.get("prompt_eval_count"), last.get("eval_count")
     else:
         return None
-    prompt, completion = (c if isinstance(c, int) else None for c in counts)
-    total = (prompt or 0) + (completion or 0) if prompt is not None or completion else None
-    return trusted(Usage, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+    return (
+        prompt if type(prompt) is int else None,
+        completion if type(completion) is int else None,
+    )
 
 
 class Call:
@@ -338,7 +358,7 @@ class Call:
         self.stream = stream
         self.max_retries = max_retries
         if logging.getLogger("llmtap").isEnabledFor(logging.DEBUG):
-            hooks = _DEBUG_HOOKS + hooks if hooks else _DEBUG_HOOKS
+            hooks = _DEBUG_HOOKS + hooks if hooks is not None else _DEBUG_HOOKS
         self.hooks = hooks or None
         self.operation = operation
         self.model = model
@@ -410,19 +430,19 @@ class Call:
         hooks = self.hooks
         if not self.attempts and not self.started:
             self.started = loop.time()
-            if hooks:
-                await hooks.emit(
-                    RequestStarted(
-                        self.id,
-                        self.operation,
-                        self.model or (first.model if first is not None else None),
-                        self.route.endpoint,
-                        first_server(self.route),
-                        self.stream,
-                        1,
-                        first.body if first is not None else None,
-                    )
+            if hooks is not None:
+                record = RequestStarted(
+                    self.id,
+                    self.operation,
+                    self.model or (first.model if first is not None else None),
+                    self.route.endpoint,
+                    first_server(self.route),
+                    self.stream,
+                    1,
+                    first.body if first is not None else None,
                 )
+                if (waiting := hooks.emit(record)) is not None:
+                    await waiting
         upstream: Upstream | None = None
         while True:
             try:
@@ -435,7 +455,7 @@ class Call:
                     request = self._request_for(upstream, request_for, first, quiet, typed)
                     first = None
             except LLMError as error:
-                if hooks:
+                if hooks is not None:
                     await self._emit_failed(error)
                 raise
             self.request = request
@@ -597,26 +617,28 @@ class Call:
 
     # --- how an attempt ends ----------------------------------------------------------------
 
-    async def _on_first(self) -> None:
+    def _on_first(self) -> Awaitable[None] | None:
         now = asyncio.get_running_loop().time()
         self.first_chunk_at = now
-        if self.hooks:
-            assert self.upstream is not None
-            await self.hooks.emit(
-                FirstChunk(self.id, self.attempts, self.upstream.name, now - self.started)
-            )
+        hooks = self.hooks
+        if hooks is None:
+            return None
+        assert self.upstream is not None
+        return hooks.emit(
+            FirstChunk(self.id, self.attempts, self.upstream.name, now - self.started)
+        )
 
-    async def _on_end(self, decoder: ChunkDecoder | None) -> None:
+    def _on_end(self, decoder: ChunkDecoder | None) -> Awaitable[None] | None:
         """The answer was read to its end: the call is done."""
         now = asyncio.get_running_loop().time()
         self.ended_at = now
         self.done = True
-        upstream = self.upstream
-        assert upstream is not None
         first = self.first_chunk_at
         self._give_back(ok=True, ttft=None if first is None else first - self._attempt_at)
-        if self.hooks:
-            await self.hooks.emit(self._finished(decoder, now))
+        hooks = self.hooks
+        if hooks is None:
+            return None
+        return hooks.emit(self._finished(decoder, now))
 
     def _finished(self, decoder: ChunkDecoder | None, ended: float) -> RequestFinished:
         upstream = self.upstream
@@ -625,32 +647,34 @@ class Call:
         if progress is not None:
             accumulator = progress.accumulator
             usage = accumulator.usage
-            timings = timings_of(accumulator, usage, self.started, progress.first_at, ended)
+            completion = usage.completion_tokens if usage is not None else None
             return RequestFinished(
                 self.id,
                 upstream.name,
                 upstream.server or progress.server,
                 accumulator.model or self.model,
                 self.attempts,
-                usage,
-                timings,
                 accumulator.finish_reason,
                 progress.response_id,
+                (
+                    usage,
+                    timing_figures(accumulator, completion, self.started, progress.first_at, ended),
+                ),
             )
-        usage = _raw_usage(decoder)
+        counts = _raw_counts(decoder)
         last = decoder.last if decoder is not None else None
         model = last.get("model") if last else None
         response_id = last.get("id") if last else None
+        completion = counts[1] if counts is not None else None
         return RequestFinished(
             self.id,
             upstream.name,
             upstream.server,
-            model if isinstance(model, str) else self.model,
+            model if type(model) is str else self.model,
             self.attempts,
-            usage,
-            timings_of(None, usage, self.started, self.first_chunk_at, ended),
             decoder.finish_reason if decoder is not None else None,
-            response_id if isinstance(response_id, str) else None,
+            response_id if type(response_id) is str else None,
+            (counts, timing_figures(None, completion, self.started, self.first_chunk_at, ended)),
         )
 
     async def _on_failure(self, error: LLMError, delivered: int) -> LLMError:
@@ -664,7 +688,7 @@ class Call:
             return error
         text = progress.text if progress is not None else self._raw_text()
         interrupted = LLMStreamInterrupted.after(error, text, produced)
-        if self.hooks:
+        if self.hooks is not None:
             await self._emit_failed(interrupted)
         return interrupted
 
@@ -725,19 +749,19 @@ class Call:
                 error=f"{type(error).__name__}: {error.message}",
             )
         hooks = self.hooks
-        if hooks:
-            await hooks.emit(
-                AttemptFailed(
-                    self.id,
-                    self.attempts,
-                    upstream.name,
-                    error,
-                    verdict.again,
-                    action,
-                    verdict.wait,
-                    verdict.reason,
-                )
+        if hooks is not None:
+            record = AttemptFailed(
+                self.id,
+                self.attempts,
+                upstream.name,
+                error,
+                verdict.again,
+                action,
+                verdict.wait,
+                verdict.reason,
             )
+            if (waiting := hooks.emit(record)) is not None:
+                await waiting
             if not verdict.again and output != "shown":
                 await self._emit_failed(error)
         return verdict
@@ -745,9 +769,9 @@ class Call:
     async def _emit_failed(self, error: LLMError) -> None:
         assert self.hooks is not None
         upstream = self.upstream
-        await self.hooks.emit(
-            RequestFailed(self.id, upstream.name if upstream else None, self.attempts, error)
-        )
+        record = RequestFailed(self.id, upstream.name if upstream else None, self.attempts, error)
+        if (waiting := self.hooks.emit(record)) is not None:
+            await waiting
 
     def _can_resume(self, upstream: Upstream) -> bool:
         """Resuming was asked for, text was delivered, no tool call began, and the server is

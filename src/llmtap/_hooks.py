@@ -19,16 +19,15 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from llmtap._errors import LLMError
 from llmtap._log import get_logger
-from llmtap._results import Timings, Usage
+from llmtap._results import Timings, Usage, trusted
 
 __all__ = [
     "AttemptFailed",
@@ -136,10 +135,10 @@ class RequestFinished:
         server: The kind of server that answered, as far as known.
         model: The model that answered, as the server named it (else as asked).
         attempts: Attempts made (refits included).
-        usage: Token counts, where the server sent them.
-        timings: Time to first token, total, tokens per second.
         finish_reason: Why the answer ended (``None`` for embeddings).
         response_id: The answer's id, where the server gave one.
+        usage: Token counts, where the server sent them (built when first read).
+        timings: Time to first token, total, tokens per second (built when first read).
     """
 
     call_id: int
@@ -147,10 +146,37 @@ class RequestFinished:
     server: str | None
     model: str | None
     attempts: int
-    usage: Usage | None
-    timings: Timings | None
     finish_reason: str | None
     response_id: str | None
+    #: What ``usage`` and ``timings`` are built from, when asked for: a ``Usage`` (or the
+    #: counts ``(prompt, completion)``, or ``None``), and ``Timings``' four figures.
+    figures: tuple[Any, tuple[float | None, float | None, float | None, float | None]] = field(
+        repr=False, compare=False, default=(None, (None, None, None, None))
+    )
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token counts, where the server sent them."""
+        counts = self.figures[0]
+        if counts is None or isinstance(counts, Usage):
+            return counts
+        prompt, completion = counts
+        total = (prompt or 0) + (completion or 0)
+        return trusted(
+            Usage, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
+        )
+
+    @property
+    def timings(self) -> Timings:
+        """Time to the first token, in all, and tokens per second (seconds)."""
+        first, total, speed, load = self.figures[1]
+        return trusted(
+            Timings,
+            time_to_first_token=first,
+            total=total,
+            tokens_per_second=speed,
+            load_duration=load,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,22 +226,45 @@ class Hooks:
     def __add__(self, other: Hooks) -> Hooks:
         return Hooks((*self._hooks, *other._hooks))
 
-    async def emit(self, record: HookRecord) -> None:
-        """Hand ``record`` to every hook."""
+    def emit(self, record: HookRecord) -> Awaitable[None] | None:
+        """Hand ``record`` to every hook. What the coroutine hooks returned comes back as one
+        awaitable, to be awaited before the call goes on; ``None`` when there is none (sync
+        hooks cost no coroutine)."""
+        pending: list[Awaitable[None]] | None = None
         for hook in self._hooks:
             try:
                 outcome = hook(record)
-                if inspect.isawaitable(outcome):
-                    await outcome
             except Exception as exc:  # a hook must never break a call
-                if id(hook) not in Hooks._failed:
-                    Hooks._failed.add(id(hook))
-                    _log.error(
-                        "llm_hook_failed",
-                        hook=getattr(hook, "__qualname__", repr(hook)),
-                        record=type(record).__name__,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
+                _broken(hook, record, exc)
+                continue
+            if outcome is not None:
+                if pending is None:
+                    pending = []
+                pending.append(_guarded(hook, record, outcome))
+        return None if pending is None else _in_order(pending)
+
+
+async def _guarded(hook: Hook, record: HookRecord, outcome: Awaitable[None]) -> None:
+    try:
+        await outcome
+    except Exception as exc:
+        _broken(hook, record, exc)
+
+
+async def _in_order(pending: list[Awaitable[None]]) -> None:
+    for waiting in pending:
+        await waiting
+
+
+def _broken(hook: Hook, record: HookRecord, exc: Exception) -> None:
+    if id(hook) not in Hooks._failed:
+        Hooks._failed.add(id(hook))
+        _log.error(
+            "llm_hook_failed",
+            hook=getattr(hook, "__qualname__", repr(hook)),
+            record=type(record).__name__,
+            error=f"{type(exc).__name__}: {exc}",
+        )
 
 
 def log_debug(record: HookRecord) -> None:
@@ -262,7 +311,7 @@ def log_debug(record: HookRecord) -> None:
             finish_reason=record.finish_reason,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
-            seconds=round(record.timings.total or 0.0, 4) if record.timings else None,
+            seconds=round(record.timings.total or 0.0, 4),
             response_id=record.response_id,
         )
     else:

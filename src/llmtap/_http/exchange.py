@@ -42,10 +42,12 @@ _MAX_DRAIN = 64 * 1024
 _JSON_TYPES = frozenset({"application/json", "text/json"})
 _STREAM_TYPES = frozenset({"text/event-stream", "application/x-ndjson", ""})
 
-#: Called once, when the first item of a body arrives.
-OnFirst = Callable[[], Awaitable[None]]
-#: Called once, when the body has been read to its proper end, with the decoder that read it.
-OnEnd = Callable[[ChunkDecoder | None], Awaitable[None]]
+#: Called once, when the first chunk of a body arrives; what it returns, unless ``None``,
+#: is awaited (so that a callback with nothing to wait for costs no coroutine).
+OnFirst = Callable[[], Awaitable[None] | None]
+#: Called once, when the body has been read to its proper end, with the decoder that read
+#: it; what it returns, unless ``None``, is awaited.
+OnEnd = Callable[[ChunkDecoder | None], Awaitable[None] | None]
 #: Called with a failure and the number of items delivered before it; returns what to raise.
 OnFailure = Callable[[LLMError, int], Awaitable[LLMError]]
 #: Called when the reader closes, however it ended (after ``OnEnd`` or ``OnFailure``).
@@ -331,16 +333,16 @@ class Exchange:
         for it), anything else as the object."""
         try:
             obj = await self.read_json(chat=chat)
-            if on_first is not None:
-                await on_first()
+            if on_first is not None and (waiting := on_first()) is not None:
+                await waiting
             if not chat:
                 items: Sequence[Any] = [obj if decode is None else decode(obj)]
             elif sink is not None:
                 items = sink.take_whole(obj)
             else:
                 items = [completion_to_chunk(obj) if "choices" in obj else obj]
-            if on_end is not None:
-                await on_end(None)
+            if on_end is not None and (waiting := on_end(None)) is not None:
+                await waiting
         except LLMError as error:
             if on_failure is None:
                 raise
@@ -387,8 +389,9 @@ class Exchange:
 
         Args:
             decoder: What the body means (see ``llmtap._wire.chunks``).
-            on_first: Awaited when the first item arrives.
-            on_end: Awaited when the body has been read to its proper end.
+            on_first: Called when the first chunk arrives (what it returns, if anything, is
+                awaited).
+            on_end: Called when the body has been read to its proper end (likewise).
             on_failure: Awaited with a failure and the count of items delivered before it;
                 what it returns is raised in its place (the same error, or another).
             on_close: Called when the loop ends, however it ends.
@@ -426,8 +429,8 @@ class Exchange:
                 items = decoder.feed(data)
                 if not self.got_first and decoder.chunks:
                     self.got_first = True  # the idle deadline applies from now on
-                    if on_first is not None:
-                        await on_first()
+                    if on_first is not None and (waiting := on_first()) is not None:
+                        await waiting
                 for item in items:
                     delivered += 1
                     yield item
@@ -437,8 +440,8 @@ class Exchange:
                     self.ended_at = loop.time()
                     if data:
                         await self._drain()
-                    if on_end is not None:
-                        await on_end(decoder)
+                    if on_end is not None and (waiting := on_end(decoder)) is not None:
+                        await waiting
                     return
         except LLMError as error:
             if on_failure is None:
