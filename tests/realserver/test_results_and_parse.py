@@ -1,26 +1,20 @@
-"""ChatResult's usage and timings, and parse(), against llama-cpp-python (issue 21, items 5, 7).
+"""ChatResult's usage and timings, and parse(), against llama-cpp-python (issue 21, items 5-7).
 
 llama-cpp-python 0.3.36 sends no usage when streaming, and takes structured output as
-``{"type": "json_object", "schema": ...}`` rather than OpenAI's ``json_schema`` (it answers 500 to
-that). Until llmtap falls back to the shape it takes by itself (issue 21, item 6), the parse
-tests here reach the server through a loopback proxy that rewrites ``response_format`` and
-passes everything else, the answer included, through untouched.
+``{"type": "json_object", "schema": ...}`` rather than OpenAI's ``json_schema``: it answers 500
+(a validation error naming ``response_format``) to that, and llmtap sends the request again at
+once in the shape it takes, and from then on sends that shape to that server.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
 
-import aiohttp
-import orjson
 import pytest
-from aiohttp import web
 from pydantic import BaseModel
 
-from llmtap import LLMClient, LLMParseError, Message, Usage
+from llmtap import AttemptFailed, HookRecord, LLMClient, LLMParseError, Message, Usage
 from tests.realserver.conftest import realserver_client
 from tests.realserver.llamaserver import LlamaServer
 
@@ -32,56 +26,27 @@ class City(BaseModel):
     population: int
 
 
-class JsonObjectProxy:
-    """A loopback proxy to llama-cpp-python that turns ``json_schema`` response formats into
-    the ``json_object`` + ``schema`` form it takes; it counts the chat requests it passed on."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.chat_requests: list[dict[str, Any]] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._session: aiohttp.ClientSession | None = None
-
-    async def _forward(self, request: web.Request) -> web.StreamResponse:
-        body = orjson.loads(await request.read())
-        response_format = body.get("response_format")
-        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
-            schema = response_format["json_schema"]["schema"]
-            body["response_format"] = {"type": "json_object", "schema": schema}
-        self.chat_requests.append(body)
-        assert self._session is not None
-        async with self._session.post(
-            self.upstream + request.path, data=orjson.dumps(body), headers=_JSON
-        ) as upstream:
-            reply = web.StreamResponse(status=upstream.status)
-            reply.content_type = upstream.content_type
-            await reply.prepare(request)
-            async for piece in upstream.content.iter_any():
-                await reply.write(piece)
-            await reply.write_eof()
-            return reply
-
-    async def __aenter__(self) -> JsonObjectProxy:
-        self._session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._forward)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._runner is not None
-        assert self._session is not None
-        await self._runner.cleanup()
-        await self._session.close()
+class Flag(BaseModel):
+    ok: bool
 
 
-_JSON = {"Content-Type": "application/json"}
+class Records:
+    """A hook keeping every record, to count a call's attempts."""
+
+    def __init__(self) -> None:
+        self.records: list[HookRecord] = []
+
+    def __call__(self, record: HookRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def kinds(self) -> list[str]:
+        return [
+            f"AttemptFailed({record.action})"
+            if isinstance(record, AttemptFailed)
+            else type(record).__name__
+            for record in self.records
+        ]
 
 
 QUESTION = [Message.user("Tell me about the water.")]
@@ -122,23 +87,43 @@ async def test_streamed_and_whole_answers_agree_on_the_completion_tokens(
     assert whole.timings.tokens_per_second is None
 
 
-@pytest.fixture
-async def proxy(llama_server: LlamaServer) -> AsyncIterator[JsonObjectProxy]:
-    async with JsonObjectProxy(llama_server.url) as running:
-        yield running
+async def test_parse_takes_the_shape_llama_cpp_python_takes(llama_server: LlamaServer) -> None:
+    """parse() on llama-cpp-python: its 500 to ``json_schema`` is not retried but answered by
+    the same request in the ``json_object`` + ``schema`` shape, at once; the grammar the
+    server builds from the schema gives a valid answer (random weights, but only JSON of the
+    schema's shape can come out); and the next parse() sends that shape first."""
+    records = Records()
+    async with realserver_client(llama_server, hooks=[records]) as client:
+        flag = await client.parse([Message.user("OK?")], Flag, max_tokens=60, seed=3)
+        first = records.kinds
+        refused = records.records[1]
+        records.records.clear()
+        await client.parse([Message.user("OK?")], Flag, max_tokens=60, seed=3)
+    assert flag == Flag(ok=True)
+    assert first == [
+        "RequestStarted",
+        "AttemptFailed(refit)",
+        "FirstChunk",
+        "RequestFinished",
+    ]
+    assert isinstance(refused, AttemptFailed)
+    assert getattr(refused.error, "status_code", None) == 500
+    assert "response_format" in (getattr(refused.error, "server_message", None) or "")
+    assert records.kinds == ["RequestStarted", "FirstChunk", "RequestFinished"]
 
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_parse_of_a_reply_cut_by_max_tokens_says_so_without_a_repair_round(
-    proxy: JsonObjectProxy, stream: bool
+    llama_server: LlamaServer, stream: bool
 ) -> None:
     """The real model's JSON, cut by max_tokens=6, raises LLMParseError naming
-    finish_reason='length' and max_tokens after one request: a repair round would be cut
-    the same way."""
-    async with realserver_client(cast(LlamaServer, proxy)) as client:  # only .url is read
+    finish_reason='length' and max_tokens after one request (its shape refitted once): a
+    repair round would be cut the same way."""
+    records = Records()
+    async with realserver_client(llama_server, hooks=[records]) as client:
         with pytest.raises(LLMParseError) as info:
             await client.parse([Message.user("A city?")], City, max_tokens=6, seed=1, stream=stream)
-    assert len(proxy.chat_requests) == 1
+    assert records.kinds.count("RequestStarted") == 1
     assert info.value.message == (
         "The model's reply was cut at max_tokens (finish_reason='length') after 6 tokens, "
         "before its JSON for City was complete; raise max_tokens and ask again. The reply so "
