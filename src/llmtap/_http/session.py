@@ -9,7 +9,7 @@ import asyncio
 import math
 import ssl
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -59,14 +59,27 @@ class _Expiry:
         self._handle.cancel()
 
 
+async def _close_with_the_loop(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+    """An async generator left suspended at its ``yield``: a loop that shuts down closes the
+    generators it holds (``loop.shutdown_asyncgens()``, which ``asyncio.run()`` and
+    ``asyncio.Runner`` call), and this one then closes ``session`` while the loop can still
+    run it, instead of leaving its sockets to be collected after the loop has gone."""
+    try:
+        yield
+    finally:
+        if not session.closed:
+            await session.close()
+
+
 class Session:
     """Connections to one endpoint, and requests over them.
 
-    The aiohttp session behind it is made on first use, in the running event loop. Used from
-    another loop after that one has closed (a second ``asyncio.run()``, a client made at
-    module level under pytest-asyncio), it starts over with a new pool there: the old pool's
-    connections died with their loop. Used from a second loop while the first still runs
-    (two threads), it raises :class:`LLMUsageError`.
+    The aiohttp session behind it is made on first use, in the running event loop, and closed
+    with that loop: when the loop shuts down (the end of ``asyncio.run()``, of an
+    ``asyncio.Runner``, of a pytest-asyncio test), its connections are closed cleanly. Used
+    from another loop after that one has closed (a second ``asyncio.run()``, a client made at
+    module level under pytest-asyncio), it starts over with a new pool there. Used from a
+    second loop while the first still runs (two threads), it raises :class:`LLMUsageError`.
 
     Args:
         config: The endpoint and its settings.
@@ -76,6 +89,8 @@ class Session:
         self._config = config
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: Closes the session when its loop shuts down (see :func:`_close_with_the_loop`).
+        self._guard: AsyncGenerator[None, None] | None = None
         self._closed = False
         #: The responses handed out, for :attr:`connections_in_use` the public way.
         self._responses: weakref.WeakSet[aiohttp.ClientResponse] = weakref.WeakSet()
@@ -128,9 +143,8 @@ class Session:
                     "this LLMClient is in use in another event loop that is still running; "
                     "use one client per event loop (or per thread)"
                 )
-            # Its loop has closed (a second asyncio.run(), say): so did its connections.
-            # Detaching marks it closed without touching that loop.
-            session.detach()
+            if not session.closed:  # a loop closed without shutting down its generators
+                session.detach()  # its connections died with it; nothing left to await
             _log.debug("llm_session_renewed", endpoint=self._config.endpoint)
         config = self._config
         headers = {"User-Agent": _USER_AGENT, **config.headers}
@@ -147,18 +161,27 @@ class Session:
             trace_configs=internals.trace_configs(),
         )
         self._loop = loop
+        self._guard = _close_with_the_loop(self._session)
+        try:  # run it to its yield now: from then on the loop holds it, until it shuts down
+            self._guard.__anext__().send(None)
+        except StopIteration:
+            pass
         return self._session
 
     async def close(self) -> None:
         """Close the connections. The session cannot be used afterwards."""
         self._closed = True
         session, self._session = self._session, None
+        guard, self._guard = self._guard, None
         if session is None:
             return
         if self._loop is not None and self._loop.is_closed():
-            session.detach()
+            if not session.closed:
+                session.detach()
             return
         await session.close()
+        if guard is not None:
+            await guard.aclose()
 
     async def send(
         self, method: str, url: str, body: bytes | None, *, total_at: float = math.inf
