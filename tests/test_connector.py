@@ -12,6 +12,7 @@ import asyncio
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp.base_protocol import BaseProtocol
 from aiohttp.streams import StreamReader
 
@@ -128,3 +129,62 @@ async def test_next_bytes_reads_what_readany_reads_and_raises_what_it_raises() -
     assert bodies[0].endswith(b"data: [DONE]\n\n")
     assert _texts(bodies[2]) == _texts(bodies[3])
     assert errors == [aiohttp.ClientPayloadError] * 2
+
+
+def _internals_in_a_fresh_process(public: bool) -> dict[str, bool]:
+    """What ``llmtap._http.internals`` settles on at import, with or without the switch."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "LLMTAP_AIOHTTP_PUBLIC"}
+    if public:
+        env["LLMTAP_AIOHTTP_PUBLIC"] = "1"
+    code = (
+        "import json; from llmtap._http import internals as i; "
+        "print(json.dumps({'reads': i.FAST_READS, 'protocol': i.FAST_PROTOCOL, "
+        "'next_bytes': i.next_bytes.__name__}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    found: dict[str, bool] = json.loads(out.stdout)
+    return found
+
+
+def test_the_internals_checks_pass_on_this_aiohttp() -> None:
+    """On the aiohttp installed, every check of its internals holds, so the fast way is used
+    (a failing check here means an aiohttp upgrade moved something: see internals.py)."""
+    assert _internals_in_a_fresh_process(public=False) == {
+        "reads": True,
+        "protocol": True,
+        "next_bytes": "fast_next_bytes",
+    }
+
+
+def test_the_public_switch_turns_every_internal_off() -> None:
+    """LLMTAP_AIOHTTP_PUBLIC=1 makes llmtap use aiohttp's public API for all of it."""
+    assert _internals_in_a_fresh_process(public=True) == {
+        "reads": False,
+        "protocol": False,
+        "next_bytes": "public_next_bytes",
+    }
+
+
+def test_a_failing_check_falls_back_and_says_so_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A check that fails makes that piece use the public way, with one warning naming it;
+    a check that holds uses the fast way, silently."""
+    from llmtap._http import internals
+
+    monkeypatch.setattr(internals, "PUBLIC", False)
+    with caplog.at_level("WARNING", logger="llmtap"):
+        broken = internals._settle(lambda: "StreamReader._waiter changed", "reads")
+        sound = internals._settle(lambda: None, "reads")
+    assert (broken, sound) == (False, True)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1
+    assert messages[0].startswith("aiohttp_internals_unavailable ")
+    assert "StreamReader._waiter changed" in messages[0]
