@@ -9,16 +9,22 @@ a server does not send is ``None``, never a guess.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from llmtap._dialects import ServerKind, parse_error_object
-from llmtap._errors import LLMResponseError, LLMStreamError, LLMUsageError
+from llmtap._errors import (
+    LLMResponseError,
+    LLMStreamError,
+    LLMTimeoutError,
+    LLMUsageError,
+    redact_url,
+)
 from llmtap._ndjson import NDJSONDecoder
 from llmtap._preflight import canonical_ollama_name, read_model_listing
 from llmtap._transport import excerpt, timeout_error, transport_error, transport_errors
@@ -146,6 +152,35 @@ class PullProgress:
 
 
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+_T = TypeVar("_T")
+
+
+async def _within_preflight_timeout(
+    client: LLMClient, call: Awaitable[_T], what: str, method: str, path: str
+) -> _T:
+    """``call`` (a listing, a probe or ``show``), ended at ``preflight_timeout``: a server that
+    accepts the connection and never answers must not hold the caller forever.
+
+    Raises:
+        LLMTimeoutError: ``deadline="preflight"``, when the time is up.
+    """
+    config = client.config
+    try:
+        async with asyncio.timeout(config.preflight_timeout) as deadline:
+            return await call
+    except TimeoutError as exc:
+        if not deadline.expired():
+            raise
+        url = config.url_for(path)
+        raise LLMTimeoutError(
+            f"No complete answer from {redact_url(config.endpoint)} to {what} within "
+            f"preflight_timeout ({config.preflight_timeout:g} s); the server may be hung or "
+            "overloaded, or the address may be wrong",
+            deadline="preflight",
+            timeout=config.preflight_timeout,
+            method=method,
+            url=url,
+        ) from exc
 
 
 def _text(value: Any) -> str | None:
@@ -252,7 +287,14 @@ def _listing_error(status: int, body: Any, url: str, endpoint: str) -> LLMRespon
 
 
 async def list_models(client: LLMClient) -> list[ModelInfo]:
-    """The models the server has. See :meth:`LLMClient.list_models`."""
+    """The models the server has, within ``preflight_timeout``. See
+    :meth:`LLMClient.list_models`."""
+    return await _within_preflight_timeout(
+        client, _list_models(client), "the model listing", "GET", "/api/tags"
+    )
+
+
+async def _list_models(client: LLMClient) -> list[ModelInfo]:
     config = client.config
     tags_url = config.url_for("/api/tags")
     status, body, _ = await client._get_json(tags_url)
@@ -301,14 +343,21 @@ async def _ollama_ps(client: LLMClient) -> list[ModelInfo]:
 
 
 async def server_kind(client: LLMClient) -> ServerKind:
-    """The kind of server at the client's endpoint: the preflight's answer, or a probe.
+    """The kind of server at the client's endpoint: the preflight's answer, or a probe
+    (within ``preflight_timeout``).
 
     Raises:
-        LLMConnectionError: Nothing answers.
+        LLMConnectionError: Nothing answers (``LLMTimeoutError`` after ``preflight_timeout``).
         LLMResponseError: The server refused the credentials or is not an LLM API.
     """
     if client.server is not None:
         return client.server
+    return await _within_preflight_timeout(
+        client, _probe(client), "the probe for the kind of server", "GET", "/api/version"
+    )
+
+
+async def _probe(client: LLMClient) -> ServerKind:
     config = client.config
     status, body, _ = await client._get_json(config.url_for("/api/version"))
     if status == 200 and isinstance(body, dict) and isinstance(body.get("version"), str):
@@ -332,29 +381,46 @@ _ELSEWHERE: dict[str, str] = {
 }
 
 
+_KIND_NAMES: dict[str, str] = {
+    "llama.cpp": "a llama.cpp server",
+    "vllm": "a vLLM server",
+    "openai-compatible": "an OpenAI-compatible server",
+}
+
+
 async def _require_ollama(client: LLMClient, what: str) -> None:
     kind = await server_kind(client)
     if kind != "ollama":
         raise LLMUsageError(
-            f"{what} works with Ollama only, and {client.config.endpoint} is a {kind} server; "
-            f"{_ELSEWHERE[kind]}"
+            f"{what} works with Ollama only, and {redact_url(client.config.endpoint)} is "
+            f"{_KIND_NAMES[kind]}; {_ELSEWHERE[kind]}"
         )
 
 
 async def loaded_models(client: LLMClient) -> list[ModelInfo]:
-    """The models Ollama holds in memory now. See :meth:`LLMClient.loaded_models`."""
+    """The models Ollama holds in memory now (the probe and the listing each within
+    ``preflight_timeout``). See :meth:`LLMClient.loaded_models`."""
     await _require_ollama(client, "Listing loaded models")
-    return await _ollama_ps(client)
+    return await _within_preflight_timeout(
+        client, _ollama_ps(client), "GET /api/ps", "GET", "/api/ps"
+    )
 
 
 async def show(client: LLMClient, model: str) -> ModelDetails:
-    """Details of one Ollama model. See :meth:`LLMClient.show`."""
+    """Details of one Ollama model (the probe and the answer each within
+    ``preflight_timeout``). See :meth:`LLMClient.show`."""
     if not model:
         raise LLMUsageError("show() needs a model name")
     await _require_ollama(client, "show()")
     url = client.config.url_for("/api/show")
     try:
-        body = await client._post_json(url, orjson.dumps({"model": model}), chat=False)
+        body = await _within_preflight_timeout(
+            client,
+            client._post_json(url, orjson.dumps({"model": model}), chat=False),
+            "POST /api/show",
+            "POST",
+            "/api/show",
+        )
     except LLMResponseError as exc:
         if exc.status_code != 404:
             raise
@@ -409,7 +475,12 @@ def _pull_error(model: str, message: str, url: str) -> LLMResponseError:
 async def pull(
     client: LLMClient, model: str, *, insecure: bool = False
 ) -> AsyncIterator[PullProgress]:
-    """Download a model into Ollama, yielding its progress. See :meth:`LLMClient.pull`."""
+    """Download a model into Ollama, yielding its progress. See :meth:`LLMClient.pull`.
+
+    The probe for the kind of server ends at ``preflight_timeout``; the wait for the pull's
+    first answer at ``first_token_timeout``; a silence between progress lines at
+    ``idle_timeout``.
+    """
     if not model:
         raise LLMUsageError("pull() needs a model name, such as 'llama3.2' or 'qwen3:8b'")
     await _require_ollama(client, "Pulling models")

@@ -53,10 +53,14 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(home: Path) -> Runner:
     """Run ``python -m llmtap.cli ARGS`` with stdin from ``stdin`` (a closed, empty pipe by
-    default) and collect its exit code, stdout and stderr."""
+    default) and collect its exit code, stdout and stderr; a run still going after
+    ``give_up_after`` seconds is killed and fails the test."""
 
     async def run(
-        *args: str, stdin: bytes = b"", env: Mapping[str, str] | None = None
+        *args: str,
+        stdin: bytes = b"",
+        env: Mapping[str, str] | None = None,
+        give_up_after: float = 120.0,
     ) -> CLIResult:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -68,7 +72,14 @@ def cli(home: Path) -> Runner:
             stderr=asyncio.subprocess.PIPE,
             env=cli_env(home, env),
         )
-        out, err = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(stdin), timeout=give_up_after)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(
+                f"llmtap {' '.join(args)} still ran after {give_up_after:g} s"
+            ) from None
         assert process.returncode is not None
         return CLIResult(process.returncode, out.decode(), err.decode())
 

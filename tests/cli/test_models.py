@@ -6,6 +6,7 @@ import json
 
 from llmtap.testing import TestServer
 from tests.cli.conftest import CLIResult, Runner, assert_clean_error
+from tests.conftest import SilentServer
 
 
 def _table(result: CLIResult) -> list[str]:
@@ -115,5 +116,20 @@ async def test_loading_server_exits_1(cli: Runner) -> None:
     assert result.err == (
         f"error: The server at {server.url} is unavailable (503: Loading model); try again "
         "shortly\n"
+    )
+    assert_clean_error(result)
+
+
+async def test_server_that_never_answers_ends_at_preflight_timeout(
+    cli: Runner, silent_server: SilentServer
+) -> None:
+    """A server that accepts the connection and never answers: `models` gives up after
+    preflight_timeout with exit 3, instead of hanging."""
+    result = await cli(
+        "models", "-e", silent_server.url, env={"LLMTAP_PREFLIGHT_TIMEOUT": "0.5"}, give_up_after=30
+    )
+    assert result.code == 3
+    assert result.err.startswith(
+        f"error: No complete answer from {silent_server.url} to the model listing within "
     )
     assert_clean_error(result)
