@@ -110,6 +110,40 @@ def terminal(home: Path) -> Iterator[Callable[..., pexpect.spawn]]:
         child.close()
 
 
+async def run_and_close_stdout(home: Path, *args: str, keep: int) -> CLIResult:
+    """Run ``python -m llmtap.cli ARGS`` with stdout into a pipe whose reader takes the first
+    ``keep`` bytes and then closes it (as ``| head -c KEEP`` does); ``out`` is what it took."""
+    loop = asyncio.get_running_loop()
+    read_end, write_end = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llmtap.cli",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(home),
+        )
+    finally:
+        os.close(write_end)
+    try:
+        taken = b""
+        while len(taken) < keep:
+            piece = await asyncio.wait_for(
+                loop.run_in_executor(None, os.read, read_end, keep - len(taken)), timeout=60
+            )
+            if not piece:
+                break
+            taken += piece
+    finally:
+        os.close(read_end)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return CLIResult(process.returncode, taken.decode(), err.decode())
+
+
 def assert_clean_error(result: CLIResult) -> None:
     """Error output is short and has no traceback."""
     assert "Traceback" not in result.err

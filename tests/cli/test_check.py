@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from llmtap.testing import Reply, TestServer
-from tests.cli.conftest import CLIResult, Runner
+from tests.cli.conftest import CLIResult, Runner, run_and_close_stdout
 
 _NUMBER = re.compile(r"\d+")
 
@@ -131,3 +132,14 @@ async def test_loading_server_exits_1(cli: Runner) -> None:
         "its model",
         "  fix: wait a few seconds and run `llmtap check` again",
     ]
+
+
+async def test_closed_stdout_stops_quietly(home: Path) -> None:
+    """`llmtap check | head -1`: the reader takes the first line and closes the pipe; check
+    stops with exit 141 and nothing on stderr (no BrokenPipeError)."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="OK", delay_before_headers=1.0))
+        result = await run_and_close_stdout(
+            home, "check", "--endpoint", server.url, "--model", "llama3.2", keep=11
+        )
+    assert (result.out, result.code, result.err) == ("✓ reachab", 141, "")

@@ -101,8 +101,8 @@ async def test_api_key_is_sent_and_refusal_exits_5(cli: Runner) -> None:
     assert refused.code == 5
     assert refused.err == (
         "error: The server refused the credentials (401: Incorrect API key provided. You can "
-        "find your API key at https://platform.openai.com/account/api-keys.). Set "
-        "LLMTAP_API_KEY (or api_key=, or --api-key) to a valid key\n"
+        "find your API key at https://platform.openai.com/account/api-keys.). Pass a valid "
+        "key with --api-key KEY (or set LLMTAP_API_KEY)\n"
     )
     assert accepted.code == 0
     assert accepted.out.splitlines()[2].rstrip() == "gpt-4o-mini   openai"

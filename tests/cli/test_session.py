@@ -163,3 +163,28 @@ async def test_markdown_is_rendered_on_a_terminal_and_raw_keeps_it(terminal: Spa
     assert ANSI.sub("", rendered.before).split()[-3:] == ["Use", "bold", "here."]
     assert "\x1b[1m" in rendered.before
     assert ANSI.sub("", raw.before).strip() == "Use **bold** here."
+
+
+async def test_save_never_overwrites_and_save_bang_does(terminal: Spawn, tmp_path: Path) -> None:
+    """/save FILE refuses a file that exists (and leaves it alone); /save! FILE replaces it."""
+    target = tmp_path / "talk.md"
+    target.write_text("my notes\n", encoding="utf-8")
+    async with TestServer(dialect="ollama") as server:
+        child = terminal("chat", "--endpoint", server.url)
+        await _expect(child, ">>> ")
+        child.sendline("hi")
+        await _expect(child, "echo: hi")
+        await _expect(child, ">>> ")
+        child.sendline(f"/save {target}")
+        await _expect(child, "exists; /save! ")
+        await _expect(child, ">>> ")
+        kept = target.read_text(encoding="utf-8")
+        child.sendline(f"/save! {target}")
+        await _expect(child, "saved to")
+        child.sendline("/exit")
+        await _expect(child, pexpect.EOF)
+        child.close()
+    assert kept == "my notes\n"
+    assert target.read_text(encoding="utf-8") == (
+        "# Conversation with llama3.2:latest\n\n**user:** hi\n\n**assistant:** echo: hi\n"
+    )

@@ -20,7 +20,7 @@ from llmtap._config import LLMConfig
 from llmtap._errors import LLMError
 from llmtap._messages import Message
 from llmtap._results import ReasoningDelta, TextDelta
-from llmtap.cli._common import EXIT_OK, EXIT_USAGE, CLIError, consoles
+from llmtap.cli._common import EXIT_OK, EXIT_USAGE, CLIError, consoles, preflight
 
 __all__ = ["BenchPlan", "bench_command", "parse_levels", "percentile"]
 
@@ -236,7 +236,7 @@ async def bench_command(
     out, err = consoles()
     pyplot = _load_pyplot() if plot_file is not None else None
     async with LLMClient(config) as client:
-        report = await client.preflight_check()
+        report = await preflight(client)
         total = plan.requests * sum(plan.levels) + (1 if plan.warmup else 0)
         progress = Progress(
             TextColumn("{task.description}"),
