@@ -397,3 +397,13 @@ async def test_debug_logs_each_request_with_its_call_id(cli: Runner) -> None:
     assert (len(started), len(finished)) == (1, 1)
     assert " DEBUG llm_request_started call_id=" in started[0]
     assert " DEBUG llm_request_finished call_id=" in finished[0]
+
+
+async def test_piped_answer_keeps_control_characters_byte_exact(cli: Runner) -> None:
+    """When stdout is a pipe the answer is written byte for byte, escape sequences and all
+    (the reader decides what to do with them)."""
+    text = "safe\x1b]0;title\x07 text\x1b[2J and\r more"
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(chunks=[text[:7], text[7:]]))
+        result = await cli("chat", "--endpoint", server.url, "Q")
+    assert (result.code, result.out, result.err) == (0, text + "\n", "")
