@@ -69,11 +69,16 @@ async def test_chat_prints_the_answer_the_library_gets(
     client: LLMClient, llama_server: LlamaServer, tmp_path: Path
 ) -> None:
     """``llmtap chat PROMPT`` with stdout not a terminal prints the answer's text, then a
-    newline: the same text the library gets for the same greedy request."""
+    newline: the same text the library gets for the same greedy request. The answer is cut at
+    --max-tokens, and stderr says so."""
     code, out, err = await run_llmtap(
         tmp_path, "chat", PROMPT, "-e", llama_server.url, "--temperature", "0", "--max-tokens", "12"
     )
-    assert (code, out, err) == (0, await greedy_answer(client, 12) + "\n", "")
+    assert (code, out, err) == (
+        0,
+        await greedy_answer(client, 12) + "\n",
+        "[answer cut short: --max-tokens 12 reached]\n",
+    )
 
 
 async def test_chat_json_prints_the_whole_result(
@@ -177,6 +182,22 @@ async def test_bench_counts_streams_the_server_cut_as_errors(
     assert causes == {
         "The stream ended before the answer was complete ([DONE] came before any finish_reason)"
     }
+
+
+async def test_check_says_the_server_ignores_a_model_name(
+    llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """``check --model foo`` against llama-cpp-python, which lists only ``tiny`` and answers
+    with it whatever name is asked: the model step says so and how to name the model that
+    answers; exit 4, as ``chat --model foo`` is refused."""
+    code, out, _ = await run_llmtap(tmp_path, "check", "-e", llama_server.url, "--model", "foo")
+    assert code == 4
+    assert out.splitlines()[3:5] == [
+        "✗ model          'foo' is not listed, but the server answered a request for it: it "
+        f"serves only {MODEL_ALIAS!r} and answers with it whatever name is asked",
+        f"  fix: pass --model {MODEL_ALIAS} (or leave --model out): llmtap asks only for a model "
+        "the server lists",
+    ]
 
 
 class _FreezableServer(LlamaServer):
