@@ -407,3 +407,16 @@ async def test_piped_answer_keeps_control_characters_byte_exact(cli: Runner) -> 
         server.script(Reply(chunks=[text[:7], text[7:]]))
         result = await cli("chat", "--endpoint", server.url, "Q")
     assert (result.code, result.out, result.err) == (0, text + "\n", "")
+
+
+async def test_stream_broken_after_one_chunk_counts_in_good_english(cli: Runner) -> None:
+    """A stream that breaks after one delivered chunk says "after 1 chunk", not "1 chunks";
+    what arrived stays on stdout."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(chunks=["one", " two", " three"], reset_after=1))
+        result = await cli("chat", "-e", server.url, "Hi", env={"LLMTAP_API": "ollama"})
+    assert (result.code, result.out) == (1, "one\n")
+    assert result.err.startswith(
+        "error: The stream broke after 1 chunk had been delivered; not retried, to avoid "
+        "repeating it. Cause: "
+    )
