@@ -133,8 +133,10 @@ async def test_server_that_never_answers_ends_at_preflight_timeout(
         "models", "-e", silent_server.url, env={"LLMTAP_PREFLIGHT_TIMEOUT": "0.5"}, give_up_after=30
     )
     assert result.code == 3
-    assert result.err.startswith(
+    assert result.err == (
         f"error: No complete answer from {silent_server.url} to the model listing within "
+        "preflight_timeout (0.5 s; LLMTAP_PREFLIGHT_TIMEOUT); the server may be hung or "
+        "overloaded, or the address may be wrong\n"
     )
     assert_clean_error(result)
 
