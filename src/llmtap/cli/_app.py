@@ -1,8 +1,9 @@
 """The ``llmtap`` command: chat, models, check, pull, bench, serve-test.
 
-Every command reads its settings with one precedence: flags > environment (``LLMTAP_*``, then
-``OLLAMA_HOST`` / ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``) > config file
-(``~/.config/llmtap/config.toml`` or ``$LLMTAP_CONFIG``) > defaults (Ollama on localhost).
+Every command reads its settings with one precedence: flags (``--endpoint NAME``'s entry among
+them) > environment (``LLMTAP_*``, then ``OPENAI_BASE_URL`` / ``OLLAMA_HOST`` /
+``OPENAI_API_KEY``) > config file (``~/.config/llmtap/config.toml`` or ``$LLMTAP_CONFIG``) >
+defaults (Ollama on localhost).
 
 Exit codes: 0 ok, 1 server or model error, 2 usage error, 3 cannot connect, 4 model not found
 (or none chosen among several), 5 credentials refused, 130 interrupted (Ctrl-C), 141 stdout
@@ -66,7 +67,7 @@ app = typer.Typer(
     cls=_Group,
     help="Talk to a local LLM server (Ollama, llama.cpp, vLLM, LM Studio) or any "
     "OpenAI-compatible API.\n\nSettings come from flags, then the environment (LLMTAP_*, "
-    "OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY), then ~/.config/llmtap/config.toml, then "
+    "OPENAI_BASE_URL, OLLAMA_HOST, OPENAI_API_KEY), then ~/.config/llmtap/config.toml, then "
     "defaults (Ollama on localhost:11434).",
     epilog=_EXIT_CODES,
     no_args_is_help=True,
