@@ -59,6 +59,7 @@ def test_llmtap_env_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ("http://10.1.2.3:11434", "http://10.1.2.3:11434"),
         ("[::1]", "http://[::1]:11434"),
         ("[::1]:9000", "http://[::1]:9000"),
+        (":11435", "http://127.0.0.1:11435"),
     ],
 )
 def test_ollama_host_is_normalized_like_ollamas_cli(value: str, expected: str) -> None:

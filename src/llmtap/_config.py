@@ -54,18 +54,23 @@ _OLLAMA_PORT = 11434
 def normalize_ollama_host(value: str) -> str:
     """Turn an ``OLLAMA_HOST`` value into a URL the way Ollama's own CLI does.
 
-    A bare host gets ``http://`` and port 11434; a ``host:port`` gets ``http://``.
+    A bare host gets ``http://`` and port 11434; a ``host:port`` gets ``http://``; a bare
+    ``:port`` is this machine.
 
     >>> normalize_ollama_host("gpu-box")
     'http://gpu-box:11434'
     >>> normalize_ollama_host("0.0.0.0:8080")
     'http://0.0.0.0:8080'
+    >>> normalize_ollama_host(":11435")
+    'http://127.0.0.1:11435'
     """
     value = value.strip()
     scheme = "http"
     if "://" in value:
         scheme, _, value = value.partition("://")
     host, _, path = value.partition("/")
+    if host.startswith(":"):
+        host = "127.0.0.1" + host
     has_port = "]:" in host if host.startswith("[") else ":" in host  # "[::1]:port"
     if not has_port:
         port = 443 if scheme == "https" else _OLLAMA_PORT
@@ -270,9 +275,16 @@ class LLMConfig(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(
-                f"endpoint must be an http:// or https:// URL with a host, got {value!r} "
+                f"endpoint must be an http:// or https:// URL with a host, got {scrub(value)!r} "
                 "(for example http://localhost:11434)"
             )
+        try:
+            parts.port  # noqa: B018  (urlsplit checks the port only when asked for it)
+        except ValueError:
+            port = parts.netloc.rpartition(":")[2]
+            raise ValueError(
+                f"endpoint has port {port}, which is not a port (0 to 65535), got {scrub(value)!r}"
+            ) from None
         return value.rstrip("/")
 
     @field_validator("api_path")

@@ -308,9 +308,10 @@ class LLMStreamInterrupted(LLMStreamError):
     def after(cls, error: LLMError, partial_text: str, delivered: int) -> LLMStreamInterrupted:
         """The error for a stream that broke with ``error`` after ``delivered`` chunks (or
         events) reached the caller; raise it ``from error``."""
+        chunks, them = ("chunk", "it") if delivered == 1 else ("chunks", "them")
         return cls(
-            f"The stream broke after {delivered} chunks had been delivered; not retried, to "
-            f"avoid repeating them. Cause: {error.message}",
+            f"The stream broke after {delivered} {chunks} had been delivered; not retried, to "
+            f"avoid repeating {them}. Cause: {error.message}",
             partial_text=partial_text,
             chunks_received=delivered,
             method=error.method,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from llmtap._config import LLMConfig
-from llmtap._errors import LLMResponseError, LLMUsageError
+from llmtap._errors import LLMResponseError, LLMUsageError, redact_url
 from llmtap._results import ModelDetails, ModelInfo, ServerKind
 from llmtap._wire.dialects import parse_error_object
 from llmtap._wire.listings import (
@@ -31,7 +31,15 @@ from llmtap._wire.listings import (
 if TYPE_CHECKING:
     from llmtap._http import Session
 
-__all__ = ["ELSEWHERE", "Listing", "Probe", "ServerInfo"]
+__all__ = ["ELSEWHERE", "KIND_NAMES", "Listing", "Probe", "ServerInfo"]
+
+#: Each kind of server as a sentence names it.
+KIND_NAMES: dict[str, str] = {
+    "ollama": "an Ollama server",
+    "llama.cpp": "a llama.cpp server",
+    "vllm": "a vLLM server",
+    "openai-compatible": "an OpenAI-compatible server",
+}
 
 #: Where each kind of server gets its models, for the error when a call needs Ollama.
 ELSEWHERE: dict[str, str] = {
@@ -272,8 +280,8 @@ class Probe:
         kind = known or (await self.server(version=False)).kind
         if kind != "ollama":
             raise LLMUsageError(
-                f"{what} works with Ollama only, and {self._config.endpoint} is a {kind} "
-                f"server; {ELSEWHERE[kind]}"
+                f"{what} works with Ollama only, and {redact_url(self._config.endpoint)} is "
+                f"{KIND_NAMES[kind]}; {ELSEWHERE[kind]}"
             )
 
     async def show(self, model: str, *, deadline: float | None = None) -> ModelDetails:

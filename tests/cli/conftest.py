@@ -53,10 +53,14 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def cli(home: Path) -> Runner:
     """Run ``python -m llmtap.cli ARGS`` with stdin from ``stdin`` (a closed, empty pipe by
-    default) and collect its exit code, stdout and stderr."""
+    default) and collect its exit code, stdout and stderr; a run still going after
+    ``give_up_after`` seconds is killed and fails the test."""
 
     async def run(
-        *args: str, stdin: bytes = b"", env: Mapping[str, str] | None = None
+        *args: str,
+        stdin: bytes = b"",
+        env: Mapping[str, str] | None = None,
+        give_up_after: float = 120.0,
     ) -> CLIResult:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -68,7 +72,14 @@ def cli(home: Path) -> Runner:
             stderr=asyncio.subprocess.PIPE,
             env=cli_env(home, env),
         )
-        out, err = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(stdin), timeout=give_up_after)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise AssertionError(
+                f"llmtap {' '.join(args)} still ran after {give_up_after:g} s"
+            ) from None
         assert process.returncode is not None
         return CLIResult(process.returncode, out.decode(), err.decode())
 
@@ -97,6 +108,40 @@ def terminal(home: Path) -> Iterator[Callable[..., pexpect.spawn]]:
         if child.isalive():
             child.terminate(force=True)
         child.close()
+
+
+async def run_and_close_stdout(home: Path, *args: str, keep: int) -> CLIResult:
+    """Run ``python -m llmtap.cli ARGS`` with stdout into a pipe whose reader takes the first
+    ``keep`` bytes and then closes it (as ``| head -c KEEP`` does); ``out`` is what it took."""
+    loop = asyncio.get_running_loop()
+    read_end, write_end = os.pipe()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llmtap.cli",
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(home),
+        )
+    finally:
+        os.close(write_end)
+    try:
+        taken = b""
+        while len(taken) < keep:
+            piece = await asyncio.wait_for(
+                loop.run_in_executor(None, os.read, read_end, keep - len(taken)), timeout=60
+            )
+            if not piece:
+                break
+            taken += piece
+    finally:
+        os.close(read_end)
+    _, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode is not None
+    return CLIResult(process.returncode, taken.decode(), err.decode())
 
 
 def assert_clean_error(result: CLIResult) -> None:

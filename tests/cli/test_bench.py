@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from llmtap.testing import Reply, TestServer
@@ -152,3 +153,89 @@ async def test_bad_concurrency_is_a_usage_error(cli: Runner) -> None:
         "1,2,4,8), not '1,zero'\n"
     )
     assert_clean_error(result)
+
+
+_TINY = ("--concurrency", "1", "--requests", "1", "--max-tokens", "8", "--no-warmup")
+
+
+async def test_plot_into_a_missing_directory_is_refused_before_measuring(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """--plot into a directory that does not exist: exit 2 before any request is sent."""
+    target = tmp_path / "nonexistent" / "dir" / "b.png"
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("bench", "-e", server.url, *_TINY, "--plot", str(target))
+    assert result.code == 2
+    assert result.err == (
+        f"error: --plot: cannot write {target}: there is no directory {target.parent}\n"
+    )
+    assert server.requests == []
+
+
+async def test_plot_with_an_unknown_format_is_refused_before_measuring(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """--plot FILE whose name ends in no format it can write: exit 2 before any request."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("bench", "-e", server.url, *_TINY, "--plot", str(tmp_path / "b.gif"))
+    assert result.code == 2
+    assert result.err == (
+        "error: --plot: the file name must end in .png, .svg or .pdf (the format is taken "
+        "from it), not .gif\n"
+    )
+    assert server.requests == []
+
+
+async def test_table_is_printed_even_when_the_plot_cannot_be_written(
+    cli: Runner, tmp_path: Path
+) -> None:
+    """A plot that fails after the measuring (here a file name too long for the file system)
+    still leaves the table on stdout; the error follows on stderr, exit 2."""
+    target = tmp_path / ("x" * 300 + ".png")
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("bench", "-e", server.url, *_TINY, "--plot", str(target))
+    assert result.code == 2
+    assert result.out.splitlines()[0] == (
+        "ollama · llama3.2:latest · 8 tokens per answer · 1 request per stream"
+    )
+    assert result.err == f"error: --plot: cannot write {target}: File name too long\n"
+
+
+def _first_y_ticks(svg: Path) -> list[float]:
+    """The lowest tick label of each y axis of a matplotlib SVG (text kept as text)."""
+    root = ET.parse(svg).getroot()
+    svg_g = "{http://www.w3.org/2000/svg}g"
+    firsts = []
+    for axis in root.iter(svg_g):
+        if not axis.get("id", "").startswith("matplotlib.axis_"):
+            continue
+        ticks = [g for g in axis if g.tag == svg_g and g.get("id", "").startswith("ytick_")]
+        if ticks:
+            text = next(ticks[0].iter("{http://www.w3.org/2000/svg}text")).text or ""
+            firsts.append(float(text.replace("\u2212", "-")))
+    return firsts
+
+
+async def test_plot_svg_is_svg_and_both_y_axes_start_at_zero(cli: Runner, tmp_path: Path) -> None:
+    """--plot FILE.svg writes SVG (not PNG bytes under an .svg name), and both plots'
+    y axes start at zero."""
+    target = tmp_path / "bench.svg"
+    async with TestServer(dialect="ollama") as server:
+        server.fallback = lambda request: Reply(text="one two three four", delay_between=0.01)
+        result = await cli("bench", "--endpoint", server.url, *_SWEEP, "--plot", str(target))
+    assert result.code == 0
+    assert target.read_bytes().startswith(b"<?xml")
+    assert _first_y_ticks(target) == [0.0, 0.0]
+
+
+async def test_title_counts_in_good_english(cli: Runner) -> None:
+    """One token and one request read "1 token", "1 request"."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli(
+            "bench", "-e", server.url, "--concurrency", "1", "--requests", "1", "--max-tokens",
+            "1", "--no-warmup",
+        )  # fmt: skip
+    assert result.code == 0
+    assert result.out.splitlines()[0] == (
+        "ollama · llama3.2:latest · 1 token per answer · 1 request per stream"
+    )

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 from llmtap.testing import Reply, TestServer, ToolCallSpec
-from tests.cli.conftest import Runner, assert_clean_error, cli_env
+from tests.cli.conftest import Runner, assert_clean_error, cli_env, run_and_close_stdout
 
 
 async def test_prompt_is_answered_as_plain_text(cli: Runner) -> None:
@@ -115,9 +115,12 @@ async def test_auth_refused_exits_5(cli: Runner) -> None:
     async with TestServer(dialect="openai", api_key="sk-right") as server:
         result = await cli("chat", "-e", server.url, "-m", "m", "--api-key", "sk-wrong-123", "Hi")
     assert result.code == 5
-    assert "Set LLMTAP_API_KEY" in result.err
+    assert result.err == (
+        "error: The server refused the credentials (401: Incorrect API key provided. You can "
+        "find your API key at https://platform.openai.com/account/api-keys.). Pass a valid key "
+        "with --api-key KEY (or set LLMTAP_API_KEY)\n"
+    )
     assert "sk-wrong-123" not in result.err + result.out
-    assert_clean_error(result)
 
 
 async def test_empty_stdin_is_a_usage_error(cli: Runner) -> None:
@@ -130,13 +133,15 @@ async def test_empty_stdin_is_a_usage_error(cli: Runner) -> None:
 
 
 async def test_several_models_and_none_chosen_says_use_model(cli: Runner) -> None:
-    """A server with several models and no --model: exit 4 (model missing or none chosen),
-    pointing at --model."""
+    """A server with several models and no --model: exit 4 (a model error, as in `check`),
+    saying --model and LLMTAP_MODEL instead of the library's LLMConfig(model=...)."""
     async with TestServer(dialect="ollama", models=["a:latest", "b:latest"]) as server:
         result = await cli("chat", "--endpoint", server.url, "Hi")
     assert result.code == 4
-    assert result.err.splitlines()[1] == "on the command line: --model NAME"
-    assert_clean_error(result)
+    assert result.err == (
+        "error: No model is set and the server has several: a:latest, b:latest. Pass --model "
+        "NAME (or set LLMTAP_MODEL) with one of them\n"
+    )
 
 
 def _write(path: Path, code: str) -> Path:
@@ -239,3 +244,181 @@ async def test_ctrl_c_exits_130(home: Path) -> None:
     assert process.returncode == 130
     assert err == b"interrupted\n"
     assert len(first + rest) < len(" ".join(["word"] * 400))
+
+
+async def test_prompt_and_piped_text_go_in_one_message(cli: Runner) -> None:
+    """PROMPT with piped stdin: one user message, PROMPT first as the instruction, then the
+    piped text between <input> lines as its material."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli(
+            "chat", "-e", server.url, "Summarize this", stdin=b"llamas are camelids.\n"
+        )
+    assert result.code == 0
+    assert server.chat_requests[0].json["messages"] == [
+        {"role": "user", "content": "Summarize this\n\n<input>\nllamas are camelids.\n</input>"}
+    ]
+
+
+async def test_prompt_with_an_empty_pipe_is_the_prompt_alone(cli: Runner) -> None:
+    """PROMPT with a pipe that carries nothing (or only blank lines): the prompt alone."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("chat", "-e", server.url, "Hi", stdin=b"\n\n")
+    assert (result.code, result.out) == (0, "echo: Hi\n")
+    assert server.chat_requests[0].json["messages"] == [{"role": "user", "content": "Hi"}]
+
+
+async def test_invalid_utf8_on_stdin_is_replaced_with_a_warning(cli: Runner) -> None:
+    """Bytes on stdin that are not UTF-8 are sent as U+FFFD, with a warning naming the first
+    one; the answer still comes."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("chat", "-e", server.url, stdin=b"caf\xe9 au lait\n")
+    assert (result.code, result.out) == (0, "echo: caf\ufffd au lait\n")
+    assert result.err == (
+        "warning: stdin is not valid UTF-8 (byte 3: 0xe9); the invalid bytes are sent as \ufffd\n"
+    )
+
+
+async def test_invalid_utf8_in_the_prompt_argument(cli: Runner) -> None:
+    """A PROMPT argument with bytes that are not UTF-8 (as a Latin-1 terminal sends) is sent
+    with U+FFFD for them, with a warning."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("chat", "-e", server.url, "caf\udce9")
+    assert (result.code, result.out) == (0, "echo: caf\ufffd\n")
+    assert result.err == (
+        "warning: the PROMPT argument is not valid UTF-8 (byte 3: 0xe9); the invalid bytes "
+        "are sent as \ufffd\n"
+    )
+
+
+async def test_closed_stdout_stops_quietly(home: Path) -> None:
+    """Stdout closed by its reader mid-answer (`llmtap chat ... | head -c 4`): exit 141 as a
+    process that SIGPIPE ends, and nothing on stderr."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text=" ".join(["word"] * 200), delay_between=0.01))
+        result = await run_and_close_stdout(home, "chat", "--endpoint", server.url, "Hi", keep=4)
+    assert (result.out, result.code, result.err) == ("word", 141, "")
+
+
+async def test_idle_timeout_flag_and_its_error_name_the_flag(cli: Runner) -> None:
+    """--idle-timeout sets the deadline, and the error for it names the flag and the
+    variable, not the library's idle_timeout alone."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="one two three", stall_after=(1, 5.0)))
+        result = await cli(
+            "chat",
+            "-e",
+            server.url,
+            "--idle-timeout",
+            "0.5",
+            "Hi",
+            env={"LLMTAP_MAX_RETRIES": "0"},
+        )
+    assert result.code == 1
+    assert result.err == (
+        "error: The server went silent for longer than idle_timeout (0.5 s; --idle-timeout or "
+        "LLMTAP_IDLE_TIMEOUT); raise it if the model is slow to load or to answer\n"
+    )
+
+
+async def test_first_token_timeout_flag_and_its_error_name_the_flag(cli: Runner) -> None:
+    """--first-token-timeout sets the deadline for the first chunk, and its error names the
+    flag and the variable."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="late", delay_before_headers=5.0))
+        result = await cli(
+            "chat",
+            "-e",
+            server.url,
+            "--first-token-timeout",
+            "0.5",
+            "Hi",
+            env={"LLMTAP_MAX_RETRIES": "0"},
+        )
+    assert result.code == 1
+    assert result.err == (
+        "error: No answer arrived within first_token_timeout (0.5 s; --first-token-timeout or "
+        "LLMTAP_FIRST_TOKEN_TIMEOUT); raise it if the model is slow to load or to answer\n"
+    )
+
+
+async def test_sigterm_stops_like_ctrl_c_and_exits_143(home: Path) -> None:
+    """SIGTERM while an answer streams: what was written stays (ended by a newline),
+    "terminated" on stderr, exit code 143 (128 + SIGTERM), no traceback."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text=" ".join(["word"] * 400), delay_between=0.02))
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "llmtap.cli",
+            "chat",
+            "--endpoint",
+            server.url,
+            "Hi",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=cli_env(home),
+        )
+        assert process.stdout is not None
+        first = await asyncio.wait_for(process.stdout.read(4), timeout=60)
+        process.send_signal(signal.SIGTERM)
+        rest, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert (first, process.returncode, err) == (b"word", 143, b"terminated\n")
+    assert (first + rest).endswith(b"word\n")
+    assert len(first + rest) < len(" ".join(["word"] * 400))
+
+
+async def test_answer_cut_by_max_tokens_shows_a_sign(cli: Runner) -> None:
+    """An answer that ends because --max-tokens was reached ends with a note on stderr;
+    stdout holds the answer alone."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="one two", finish_reason="length"))
+        result = await cli("chat", "-e", server.url, "--max-tokens", "2", "Hi")
+    assert (result.code, result.out) == (0, "one two\n")
+    assert result.err == "[answer cut short: --max-tokens 2 reached]\n"
+
+
+async def test_answer_cut_by_the_servers_limit_shows_a_sign(cli: Runner) -> None:
+    """Without --max-tokens, a "length" finish is the server's own limit, and says so."""
+    async with TestServer(dialect="vllm") as server:
+        server.script(Reply(text="one two", finish_reason="length"))
+        result = await cli("chat", "-e", server.url, "Hi")
+    assert (result.code, result.out) == (0, "one two\n")
+    assert result.err == "[answer cut short: the server's token limit]\n"
+
+
+async def test_debug_logs_each_request_with_its_call_id(cli: Runner) -> None:
+    """--debug shows every request's DEBUG events on stderr, each with its call id: at least
+    llm_request_started and llm_request_finished."""
+    async with TestServer(dialect="ollama") as server:
+        result = await cli("chat", "-e", server.url, "--debug", "hi")
+    assert (result.code, result.out) == (0, "echo: hi\n")
+    lines = result.err.splitlines()
+    started = [line for line in lines if " llm_request_started " in line]
+    finished = [line for line in lines if " llm_request_finished " in line]
+    assert (len(started), len(finished)) == (1, 1)
+    assert " DEBUG llm_request_started call_id=" in started[0]
+    assert " DEBUG llm_request_finished call_id=" in finished[0]
+
+
+async def test_piped_answer_keeps_control_characters_byte_exact(cli: Runner) -> None:
+    """When stdout is a pipe the answer is written byte for byte, escape sequences and all
+    (the reader decides what to do with them)."""
+    text = "safe\x1b]0;title\x07 text\x1b[2J and\r more"
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(chunks=[text[:7], text[7:]]))
+        result = await cli("chat", "--endpoint", server.url, "Q")
+    assert (result.code, result.out, result.err) == (0, text + "\n", "")
+
+
+async def test_stream_broken_after_one_chunk_counts_in_good_english(cli: Runner) -> None:
+    """A stream that breaks after one delivered chunk says "after 1 chunk", not "1 chunks";
+    what arrived stays on stdout."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(chunks=["one", " two", " three"], reset_after=1))
+        result = await cli("chat", "-e", server.url, "Hi", env={"LLMTAP_API": "ollama"})
+    assert (result.code, result.out) == (1, "one\n")
+    assert result.err.startswith(
+        "error: The stream broke after 1 chunk had been delivered; not retried, to avoid "
+        "repeating it. Cause: "
+    )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+
+import pexpect
+import pytest
 
 from llmtap.testing import TestServer
-from tests.cli.conftest import CLIResult, Runner, assert_clean_error
+from tests.cli.conftest import ANSI, CLIResult, Runner, assert_clean_error
+from tests.conftest import SilentServer
 
 
 def _table(result: CLIResult) -> list[str]:
@@ -100,8 +105,8 @@ async def test_api_key_is_sent_and_refusal_exits_5(cli: Runner) -> None:
     assert refused.code == 5
     assert refused.err == (
         "error: The server refused the credentials (401: Incorrect API key provided. You can "
-        "find your API key at https://platform.openai.com/account/api-keys.). Set "
-        "LLMTAP_API_KEY (or api_key=) to a valid key\n"
+        "find your API key at https://platform.openai.com/account/api-keys.). Pass a valid "
+        "key with --api-key KEY (or set LLMTAP_API_KEY)\n"
     )
     assert accepted.code == 0
     assert accepted.out.splitlines()[2].rstrip() == "gpt-4o-mini   openai"
@@ -117,3 +122,64 @@ async def test_loading_server_exits_1(cli: Runner) -> None:
         "in a few seconds\n"
     )
     assert_clean_error(result)
+
+
+async def test_server_that_never_answers_ends_at_preflight_timeout(
+    cli: Runner, silent_server: SilentServer
+) -> None:
+    """A server that accepts the connection and never answers: `models` gives up after
+    preflight_timeout with exit 3, instead of hanging."""
+    result = await cli(
+        "models", "-e", silent_server.url, env={"LLMTAP_PREFLIGHT_TIMEOUT": "0.5"}, give_up_after=30
+    )
+    assert result.code == 3
+    assert result.err == (
+        f"error: No complete answer from {silent_server.url} to GET /api/tags within "
+        "preflight_timeout (0.5 s; LLMTAP_PREFLIGHT_TIMEOUT); the server may be hung or "
+        "overloaded, or the address may be wrong\n"
+    )
+    assert_clean_error(result)
+
+
+_LONG = "hf.co/bartowski/Qwen2.5-Coder-32B-Instruct-GGUF:Q4_K_M"
+
+
+async def test_long_name_in_a_pipe_keeps_every_column_whole(cli: Runner) -> None:
+    """Through a pipe the table is as wide as it needs: a long name and every figure whole,
+    one line per model."""
+    async with TestServer(
+        dialect="ollama", models=[_LONG, "llama3.2:latest"], loaded_models=[_LONG]
+    ) as server:
+        result = await cli("models", "--endpoint", server.url)
+    assert result.code == 0
+    assert _table(result) == [
+        f"{'NAME':<{len(_LONG)}}     SIZE   PARAMS   QUANT    CONTEXT   MODIFIED     LOADED",
+        f"{_LONG}   2.7 GB     3.2B   Q4_K_M      4096   2025-06-01   yes",
+        f"{'llama3.2:latest':<{len(_LONG)}}   1.4 GB     3.2B   Q4_K_M             2025-06-01   -",
+    ]
+
+
+@pytest.mark.parametrize("columns", ["100", "120"])
+async def test_long_name_on_a_terminal_folds_and_figures_stay_whole(
+    terminal: Callable[..., pexpect.spawn], columns: str
+) -> None:
+    """On a terminal narrower than the table, the NAME column folds the long name onto a
+    second line; no figure is cut to "…"."""
+    async with TestServer(
+        dialect="ollama", models=[_LONG, "llama3.2:latest"], loaded_models=[_LONG]
+    ) as server:
+        child = terminal("models", "--endpoint", server.url, env={"COLUMNS": columns})
+        await child.expect(pexpect.EOF, async_=True)
+        child.close()
+    lines = [line.rstrip() for line in ANSI.sub("", child.before).splitlines()]
+    rows = [line.split() for line in lines if "2025-06-01" in line]
+    assert child.exitstatus == 0
+    assert "…" not in child.before
+    assert [row[1:] for row in rows] == [
+        ["2.7", "GB", "3.2B", "Q4_K_M", "4096", "2025-06-01", "yes"],
+        ["1.4", "GB", "3.2B", "Q4_K_M", "2025-06-01", "-"],
+    ]
+    first = next(i for i, line in enumerate(lines) if "2.7 GB" in line)
+    second = next(i for i, line in enumerate(lines) if "1.4 GB" in line)
+    assert "".join(line.split()[0] for line in lines[first:second]) == _LONG
+    assert max(len(line) for line in lines) <= int(columns)

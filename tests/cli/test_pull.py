@@ -10,6 +10,7 @@ import pexpect
 
 from llmtap.testing import TestServer
 from tests.cli.conftest import ANSI, Runner, assert_clean_error
+from tests.conftest import SilentServer
 
 
 async def test_pull_shows_stages_and_layers_then_success(cli: Runner) -> None:
@@ -62,11 +63,22 @@ async def test_non_ollama_server_is_refused(cli: Runner) -> None:
         result = await cli("pull", "qwen3", "--endpoint", server.url)
     assert result.code == 2
     assert result.err == (
-        f"error: Pulling models works with Ollama only, and {server.url} is a vllm server; "
+        f"error: Pulling models works with Ollama only, and {server.url} is a vLLM server; "
         "vLLM downloads a model when it starts: `vllm serve MODEL`\n"
     )
     assert [r.path for r in server.requests] == ["/api/version", "/v1/models"]
     assert_clean_error(result)
+
+
+async def test_openai_compatible_server_is_refused_in_good_english(cli: Runner) -> None:
+    """The refusal names the kind of server with its article: "an OpenAI-compatible server"."""
+    async with TestServer(dialect="openai") as server:
+        result = await cli("pull", "qwen3", "--endpoint", server.url)
+    assert result.code == 2
+    assert result.err == (
+        f"error: Pulling models works with Ollama only, and {server.url} is an "
+        "OpenAI-compatible server; add models with the server's own tools\n"
+    )
 
 
 async def test_progress_bars_on_a_terminal(
@@ -88,3 +100,25 @@ async def test_progress_bars_on_a_terminal(
         ("95e9c5ca27db", "━" * 40, "1.6/1.6"),
         ("30e1eb1d81f6", "━" * 40, "96/96"),
     ]
+
+
+async def test_server_that_never_answers_ends_at_preflight_timeout(
+    cli: Runner, silent_server: SilentServer
+) -> None:
+    """A server that accepts the connection and never answers: `pull` gives up after
+    preflight_timeout with exit 3, instead of hanging."""
+    result = await cli(
+        "pull",
+        "qwen3",
+        "-e",
+        silent_server.url,
+        env={"LLMTAP_PREFLIGHT_TIMEOUT": "0.5"},
+        give_up_after=30,
+    )
+    assert result.code == 3
+    assert result.err == (
+        f"error: No complete answer from {silent_server.url} to GET /api/version "
+        "within preflight_timeout (0.5 s; LLMTAP_PREFLIGHT_TIMEOUT); the server may be "
+        "hung or overloaded, or the address may be wrong\n"
+    )
+    assert_clean_error(result)

@@ -72,9 +72,24 @@ async def test_serve_test_answers_and_stops_on_ctrl_c(serve: Serve) -> None:
     assert out.decode().splitlines() == [
         "models: llama3.2:latest",
         f'try: llmtap chat --endpoint {url} "hello"   (Ctrl-C stops the server)',
-        "stopped after 1 chat requests",
+        "stopped after 1 chat request",
     ]
     assert err == b""
+
+
+async def test_suggested_command_carries_the_api_key(serve: Serve) -> None:
+    """With --api-key, the command it suggests passes the key, so that it works as shown;
+    a server stopped before any chat says "0 chat requests"."""
+    async with serve("--api-key", "sk-test 1") as (process, url):
+        process.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert out.decode().splitlines() == [
+        "models: llama3.2:latest",
+        f"try: llmtap chat --endpoint {url} --api-key 'sk-test 1' \"hello\"   (Ctrl-C stops "
+        "the server)",
+        "stopped after 0 chat requests",
+    ]
+    assert process.returncode == 0
 
 
 async def test_dialect_and_models_are_served(serve: Serve) -> None:

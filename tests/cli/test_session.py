@@ -163,3 +163,70 @@ async def test_markdown_is_rendered_on_a_terminal_and_raw_keeps_it(terminal: Spa
     assert ANSI.sub("", rendered.before).split()[-3:] == ["Use", "bold", "here."]
     assert "\x1b[1m" in rendered.before
     assert ANSI.sub("", raw.before).strip() == "Use **bold** here."
+
+
+async def test_save_never_overwrites_and_save_bang_does(terminal: Spawn, tmp_path: Path) -> None:
+    """/save FILE refuses a file that exists (and leaves it alone); /save! FILE replaces it."""
+    target = tmp_path / "talk.md"
+    target.write_text("my notes\n", encoding="utf-8")
+    async with TestServer(dialect="ollama") as server:
+        child = terminal("chat", "--endpoint", server.url)
+        await _expect(child, ">>> ")
+        child.sendline("hi")
+        await _expect(child, "echo: hi")
+        await _expect(child, ">>> ")
+        child.sendline(f"/save {target}")
+        await _expect(child, "exists; /save! ")
+        await _expect(child, ">>> ")
+        kept = target.read_text(encoding="utf-8")
+        child.sendline(f"/save! {target}")
+        await _expect(child, "saved to")
+        child.sendline("/exit")
+        await _expect(child, pexpect.EOF)
+        child.close()
+    assert kept == "my notes\n"
+    assert target.read_text(encoding="utf-8") == (
+        "# Conversation with llama3.2:latest\n\n**user:** hi\n\n**assistant:** echo: hi\n"
+    )
+
+
+#: An answer that tries to drive the terminal: set the title (OSC 0), write the clipboard
+#: (OSC 52, ended by ST), clear the screen (CSI 2J), and overwrite its line (CR).
+_HOSTILE = "safe\x1b]0;pwned-title\x07 text\x1b]52;c;cHduZWQtY2xpcA==\x1b\\ and\x1b[2J more\rover"
+
+
+def _drove_the_terminal(output: str) -> list[str]:
+    """What of the hostile answer's control sequences reached the terminal."""
+    found = ["\x1b]", "\x1b[2J", "pwned-title", "cHduZWQtY2xpcA==", "\r" + "over"]
+    return [piece for piece in found if piece in output]
+
+
+async def test_control_sequences_in_raw_text_are_stripped_on_a_terminal(
+    terminal: Spawn,
+) -> None:
+    """--raw on a terminal: the model's escape sequences (title, clipboard, erase) and
+    control characters are removed; the plain text is shown."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(chunks=[_HOSTILE[:10], _HOSTILE[10:30], _HOSTILE[30:]]))
+        child = terminal("chat", "--endpoint", server.url, "--raw", "Q")
+        await _expect(child, pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 0
+    assert _drove_the_terminal(child.before) == []
+    assert ANSI.sub("", child.before).strip() == "safe text and moreover"
+
+
+async def test_control_sequences_in_markdown_and_reasoning_are_stripped(
+    terminal: Spawn,
+) -> None:
+    """The Markdown view and the dimmed reasoning strip them too."""
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(reasoning=_HOSTILE, text=_HOSTILE))
+        child = terminal("chat", "--endpoint", server.url, "Q")
+        await _expect(child, pexpect.EOF)
+        child.close()
+    assert child.exitstatus == 0
+    words = ANSI.sub("", child.before).split()
+    assert _drove_the_terminal(child.before) == []
+    assert (words[:4], words[-4:]) == (["safe", "text", "and", "moreover"],) * 2
+    assert set(words) == {"safe", "text", "and", "moreover"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -38,12 +39,12 @@ async def test_unknown_option_is_exit_2_without_traceback(cli: Runner) -> None:
 
 
 async def test_bad_endpoint_names_the_option(cli: Runner) -> None:
-    """An endpoint that is not a URL: exit 2, naming --endpoint and an example."""
-    result = await cli("models", "--endpoint", "localhost:11434")
+    """An endpoint that is not an HTTP URL: exit 2, naming --endpoint and an example."""
+    result = await cli("models", "--endpoint", "ftp://localhost:11434")
     assert result.code == 2
     assert result.err == (
         "error: --endpoint (or LLMTAP_ENDPOINT): endpoint must be an http:// or https:// URL "
-        "with a host, got 'localhost:11434' (for example http://localhost:11434)\n"
+        "with a host, got 'ftp://localhost:11434' (for example http://localhost:11434)\n"
     )
 
 
@@ -124,3 +125,45 @@ async def test_llmtap_config_names_another_file(cli: Runner, tmp_path: Path) -> 
         f"error: The config file {missing} does not exist; create it or point LLMTAP_CONFIG "
         "at an existing one\n"
     )
+
+
+@pytest.mark.parametrize("command", ["chat", "models", "check", "pull", "bench", "serve-test"])
+async def test_help_shows_no_type_on_flags(cli: Runner, command: str) -> None:
+    """`llmtap COMMAND --help` shows no `<bool>` on flags, and an option that takes a value
+    shows what to write (URL|NAME, SECONDS, N, ...) rather than a type label."""
+    result = await cli(command, "--help", env={"COLUMNS": "200"})
+    options = [line for line in result.out.splitlines() if line.startswith("│ -")]
+    assert result.code == 0
+    assert len(options) >= 5
+    assert [line for line in options if re.search(r"<[a-z]+[^>]*>", line)] == []
+
+
+async def test_debug_help_says_what_it_does(cli: Runner) -> None:
+    """--debug's help says what it logs, and that retries show without it."""
+    result = await cli("chat", "--help", env={"COLUMNS": "400"})
+    line = next(line for line in result.out.splitlines() if "--debug" in line)
+    assert " ".join(line.strip("│ ").split()) == (
+        "--debug Log every event of llmtap's requests on stderr (start, first chunk, retry, "
+        "end or failure, each with its call id and attempt), and print the traceback of an "
+        "error. Without it a retry is still shown, as one short line."
+    )
+
+
+@pytest.mark.parametrize("command", ["chat", "check", "bench"])
+async def test_missing_model_exits_4_from_every_command(cli: Runner, command: str) -> None:
+    """A model the server does not have is exit code 4 from every command that uses one."""
+    async with TestServer(dialect="ollama") as server:
+        args = ["--requests", "1", "--concurrency", "1"] if command == "bench" else []
+        prompt = ["Hi"] if command == "chat" else []
+        result = await cli(command, "-e", server.url, "--model", "nosuch", *args, *prompt)
+    assert result.code == 4
+
+
+@pytest.mark.parametrize("command", ["chat", "check", "bench"])
+async def test_no_model_chosen_exits_4_from_every_command(cli: Runner, command: str) -> None:
+    """Several models and none chosen is exit code 4 from every command, as in `check`."""
+    async with TestServer(dialect="ollama", models=["a:latest", "b:latest"]) as server:
+        args = ["--requests", "1", "--concurrency", "1"] if command == "bench" else []
+        prompt = ["Hi"] if command == "chat" else []
+        result = await cli(command, "-e", server.url, *args, *prompt)
+    assert result.code == 4

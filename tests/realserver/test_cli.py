@@ -5,30 +5,39 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from llmtap import LLMClient, Message
 from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
-from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer
+from tests.realserver.conftest import require
+from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer, ServerStartError
+
+if TYPE_CHECKING:
+    from tests.realserver.tinymodel import TinyModel
 
 pytestmark = pytest.mark.realserver
 
 PROMPT = "Tell me about the water."
 
 
-async def run_llmtap(home: Path, *args: str) -> tuple[int, str, str]:
-    """Run ``llmtap ARGS`` with no configuration from the environment or a config file;
-    return its exit code, stdout and stderr."""
-    env = {
+async def run_llmtap(
+    home: Path, *args: str, env: dict[str, str] | None = None, give_up_after: float = 300.0
+) -> tuple[int, str, str]:
+    """Run ``llmtap ARGS`` with no configuration from the environment or a config file (but
+    ``env``); return its exit code, stdout and stderr. A run still going after
+    ``give_up_after`` seconds is killed and fails the test."""
+    environment = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("LLMTAP_", "OPENAI_", "OLLAMA_"))
     }
-    env.update({"HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1"})
+    environment.update({"HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -37,9 +46,16 @@ async def run_llmtap(home: Path, *args: str) -> tuple[int, str, str]:
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=env,
+        env=environment,
     )
-    out, err = await process.communicate()
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), give_up_after)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise AssertionError(
+            f"llmtap {' '.join(args)} still ran after {give_up_after:g} s"
+        ) from None
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -54,11 +70,16 @@ async def test_chat_prints_the_answer_the_library_gets(
     client: LLMClient, llama_server: LlamaServer, tmp_path: Path
 ) -> None:
     """``llmtap chat PROMPT`` with stdout not a terminal prints the answer's text, then a
-    newline: the same text the library gets for the same greedy request."""
+    newline: the same text the library gets for the same greedy request. The answer is cut at
+    --max-tokens, and stderr says so."""
     code, out, err = await run_llmtap(
         tmp_path, "chat", PROMPT, "-e", llama_server.url, "--temperature", "0", "--max-tokens", "12"
     )
-    assert (code, out, err) == (0, await greedy_answer(client, 12) + "\n", "")
+    assert (code, out, err) == (
+        0,
+        await greedy_answer(client, 12) + "\n",
+        "[answer cut short: --max-tokens 12 reached]\n",
+    )
 
 
 async def test_chat_json_prints_the_whole_result(
@@ -163,3 +184,101 @@ async def test_bench_counts_streams_the_server_cut_as_errors(
         "The stream ended before the answer was complete ([DONE] came before any "
         f"finish_reason; {CUT_BY_NEWER_REQUEST})"
     }
+
+
+async def test_check_says_the_server_ignores_a_model_name(
+    llama_server: LlamaServer, tmp_path: Path
+) -> None:
+    """``check --model foo`` against llama-cpp-python, which lists only ``tiny`` and answers
+    with it whatever name is asked: the model step says so and how to name the model that
+    answers; exit 4, as ``chat --model foo`` is refused."""
+    code, out, _ = await run_llmtap(tmp_path, "check", "-e", llama_server.url, "--model", "foo")
+    assert code == 4
+    assert out.splitlines()[3:5] == [
+        "✗ model          'foo' is not listed, but the server answered a request for it: it "
+        f"serves only {MODEL_ALIAS!r} and answers with it whatever name is asked",
+        f"  fix: pass --model {MODEL_ALIAS} (or leave --model out): llmtap asks only for a model "
+        "the server lists",
+    ]
+
+
+class _FreezableServer(LlamaServer):
+    """A llama-cpp-python server that can be frozen (SIGSTOP) and thawed (SIGCONT). Frozen, it
+    is what a hung or swapping server is: the kernel still accepts connections on its port,
+    and nothing ever answers."""
+
+    def _signal(self, signum: int) -> None:
+        assert self._process is not None
+        os.kill(self._process.pid, signum)
+
+    def freeze(self) -> None:
+        """Stop the process where it is."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let it run again."""
+        self._signal(signal.SIGCONT)
+
+
+@pytest.fixture(scope="module")
+def frozen_server(
+    tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_FreezableServer]:
+    """A server of its own (the shared ones stay untouched), started, then frozen."""
+    require("llama_cpp", "gguf")
+    server = _FreezableServer(tiny_model.path, tmp_path_factory.mktemp("frozen") / "server.log")
+    try:
+        server.start()
+    except ServerStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    server.freeze()
+    try:
+        yield server
+    finally:
+        server.thaw()
+        server.stop()
+
+
+async def test_models_gives_up_on_a_frozen_server(
+    frozen_server: _FreezableServer, tmp_path: Path
+) -> None:
+    """``llmtap models`` against a frozen llama.cpp server ends at preflight_timeout with exit
+    3 instead of hanging."""
+    code, out, err = await run_llmtap(
+        tmp_path,
+        "models",
+        "-e",
+        frozen_server.url,
+        env={"LLMTAP_PREFLIGHT_TIMEOUT": "1"},
+        give_up_after=60,
+    )
+    assert (code, out, err) == (
+        3,
+        "",
+        f"error: No complete answer from {frozen_server.url} to GET /api/tags within "
+        "preflight_timeout (1 s; LLMTAP_PREFLIGHT_TIMEOUT); the server may be hung or "
+        "overloaded, or the address may be wrong\n",
+    )
+
+
+async def test_pull_gives_up_on_a_frozen_server(
+    frozen_server: _FreezableServer, tmp_path: Path
+) -> None:
+    """``llmtap pull`` against a frozen llama.cpp server ends at preflight_timeout (its probe
+    for the kind of server) with exit 3 instead of hanging."""
+    code, out, err = await run_llmtap(
+        tmp_path,
+        "pull",
+        "qwen3",
+        "-e",
+        frozen_server.url,
+        env={"LLMTAP_PREFLIGHT_TIMEOUT": "1"},
+        give_up_after=60,
+    )
+    assert (code, out, err) == (
+        3,
+        "",
+        f"error: No complete answer from {frozen_server.url} to GET /api/version "
+        "within preflight_timeout (1 s; LLMTAP_PREFLIGHT_TIMEOUT); the server may be "
+        "hung or overloaded, or the address may be wrong\n",
+    )

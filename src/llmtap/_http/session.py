@@ -6,17 +6,19 @@ small JSON GETs that probes and listings make.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import ssl
 import weakref
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from llmtap._config import LLMConfig
-from llmtap._errors import LLMResponseError, LLMUsageError
+from llmtap._errors import LLMResponseError, LLMTimeoutError, LLMUsageError, redact_url
 from llmtap._http import internals
 from llmtap._http.exchange import Exchange
 from llmtap._http.status import timeout_error, transport_error, transport_errors
@@ -162,10 +164,9 @@ class Session:
         )
         self._loop = loop
         self._guard = _close_with_the_loop(self._session)
-        try:  # run it to its yield now: from then on the loop holds it, until it shuts down
+        # Run it to its yield now: from then on the loop holds it, until it shuts down.
+        with contextlib.suppress(StopIteration):
             self._guard.__anext__().send(None)
-        except StopIteration:
-            pass
         return self._session
 
     async def close(self) -> None:
@@ -289,12 +290,15 @@ class Session:
         except TimeoutError as exc:
             if loop.time() < deadline:  # aiohttp's own connect timeout
                 raise transport_error(exc, config, "GET", url, reading=False) from exc
-            raise timeout_error(
-                "preflight",
-                config.preflight_timeout,
-                "GET",
-                url,
-                "the server may be overloaded or the address may be wrong",
+            raise LLMTimeoutError(
+                f"No complete answer from {redact_url(config.endpoint)} to GET "
+                f"{urlsplit(url).path} within preflight_timeout "
+                f"({config.preflight_timeout:g} s); the server may be hung or overloaded, or "
+                "the address may be wrong",
+                deadline="preflight",
+                timeout=config.preflight_timeout,
+                method="GET",
+                url=url,
             ) from exc
         except transport_errors() as exc:
             raise transport_error(exc, config, "GET", url, reading=False) from exc

@@ -1,20 +1,24 @@
 """The ``llmtap`` command: chat, models, check, pull, bench, serve-test.
 
-Every command reads its settings with one precedence: flags > environment (``LLMTAP_*``, then
-``OLLAMA_HOST`` / ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY``) > config file
-(``~/.config/llmtap/config.toml`` or ``$LLMTAP_CONFIG``) > defaults (Ollama on localhost).
+Every command reads its settings with one precedence: flags (``--endpoint NAME``'s entry among
+them) > environment (``LLMTAP_*``, then ``OPENAI_BASE_URL`` / ``OLLAMA_HOST`` /
+``OPENAI_API_KEY``) > config file (``~/.config/llmtap/config.toml`` or ``$LLMTAP_CONFIG``) >
+defaults (Ollama on localhost).
 
-Exit codes: 0 ok, 1 server or model error, 2 usage error, 3 cannot connect, 4 model not found,
-5 credentials refused, 130 interrupted; ``llmtap check`` adds 6: the model did not answer.
+Exit codes: 0 ok, 1 server or model error, 2 usage error, 3 cannot connect, 4 model not found
+(or none chosen among several), 5 credentials refused, 130 interrupted (Ctrl-C), 141 stdout
+closed (``| head``), 143 terminated (SIGTERM); ``llmtap check`` adds 6: the model did not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from llmtap.cli._common import (
     ApiKeyOption,
@@ -23,6 +27,8 @@ from llmtap.cli._common import (
     Connection,
     DebugOption,
     EndpointOption,
+    FirstTokenTimeoutOption,
+    IdleTimeoutOption,
     ModelOption,
     run,
 )
@@ -31,14 +37,37 @@ __all__ = ["app", "main"]
 
 _EXIT_CODES = (
     "Exit codes: 0 ok, 1 server or model error, 2 usage error, 3 cannot connect, "
-    "4 model not found, 5 credentials refused, 130 interrupted."
+    "4 model not found (or none chosen among several), 5 credentials refused, "
+    "130 interrupted (Ctrl-C), 141 stdout closed (| head), 143 terminated (SIGTERM)."
 )
+
+
+def _untyped_help(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # a flag takes no value: no "<bool>" beside it in the help
+    return option
+
+
+class _Group(TyperGroup):
+    """The ``llmtap`` group; its -h/--help shows no type label."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _untyped_help(super().get_help_option(ctx))
+
+
+class _Command(TyperCommand):
+    """An ``llmtap`` command; its -h/--help shows no type label."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _untyped_help(super().get_help_option(ctx))
+
 
 app = typer.Typer(
     name="llmtap",
+    cls=_Group,
     help="Talk to a local LLM server (Ollama, llama.cpp, vLLM, LM Studio) or any "
     "OpenAI-compatible API.\n\nSettings come from flags, then the environment (LLMTAP_*, "
-    "OLLAMA_HOST, OPENAI_BASE_URL, OPENAI_API_KEY), then ~/.config/llmtap/config.toml, then "
+    "OPENAI_BASE_URL, OLLAMA_HOST, OPENAI_API_KEY), then ~/.config/llmtap/config.toml, then "
     "defaults (Ollama on localhost:11434).",
     epilog=_EXIT_CODES,
     no_args_is_help=True,
@@ -67,7 +96,11 @@ def _root(
     version: Annotated[
         bool,
         typer.Option(
-            "--version", help="Show the version and exit.", callback=_version, is_eager=True
+            "--version",
+            metavar="",
+            help="Show the version and exit.",
+            callback=_version,
+            is_eager=True,
         ),
     ] = False,
 ) -> None:
@@ -75,19 +108,24 @@ def _root(
 
 
 @app.command(
+    cls=_Command,
     epilog=_examples(
         'llmtap chat "Why is the sky blue?"',
-        'llmtap chat "Summarize this" < notes.txt   (or: cat notes.txt | llmtap chat)',
+        'llmtap chat "Summarize this" < notes.txt   (the prompt, then the file as its input)',
+        "cat question.txt | llmtap chat",
         "llmtap chat --model qwen3 --system 'Be brief.'   (an interactive session)",
         'llmtap chat --tools my_tools.py "What is the weather in Paris?"',
         'llmtap chat --json "Hi" | jq .usage',
-    )
+    ),
 )
 def chat(
     prompt: Annotated[
         str | None,
         typer.Argument(
-            help="The question. Without it: stdin when piped, else an interactive session.",
+            metavar="PROMPT",
+            help="The question or instruction. With piped stdin too, both go in one message: "
+            "PROMPT first, then the piped text between `<input>` and `</input>` lines. Without "
+            "it: piped stdin is the question, else an interactive session starts.",
             show_default=False,
         ),
     ] = None,
@@ -96,47 +134,71 @@ def chat(
     api_key: ApiKeyOption = None,
     config: ConfigOption = None,
     system: Annotated[
-        str | None, typer.Option("--system", "-s", help="A system prompt.", show_default=False)
+        str | None,
+        typer.Option("--system", "-s", metavar="TEXT", help="A system prompt.", show_default=False),
     ] = None,
     tools: Annotated[
         list[str] | None,
         typer.Option(
             "--tools",
+            metavar="MODULE",
             help="A module (importable name or .py file) whose @llmtap.tool functions the "
             "model may call. Repeatable.",
             show_default=False,
         ),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the whole result as JSON (no streaming).")
+        bool,
+        typer.Option("--json", metavar="", help="Print the whole result as JSON (no streaming)."),
     ] = False,
     raw: Annotated[
-        bool, typer.Option("--raw", help="Print the text as it comes; no Markdown rendering.")
+        bool,
+        typer.Option(
+            "--raw", metavar="", help="Print the text as it comes; no Markdown rendering."
+        ),
     ] = False,
     hide_reasoning: Annotated[
-        bool, typer.Option("--hide-reasoning", help="Do not show the model's thinking.")
+        bool,
+        typer.Option("--hide-reasoning", metavar="", help="Do not show the model's thinking."),
     ] = False,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature.", show_default=False, min=0.0)
+        float | None,
+        typer.Option(metavar="FLOAT", help="Sampling temperature.", show_default=False, min=0.0),
     ] = None,
     max_tokens: Annotated[
-        int | None, typer.Option(help="Longest answer, in tokens.", show_default=False, min=1)
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Longest answer, in tokens; an answer cut there ends with a note on stderr.",
+            show_default=False,
+            min=1,
+        ),
     ] = None,
+    idle_timeout: IdleTimeoutOption = None,
+    first_token_timeout: FirstTokenTimeoutOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Stream an answer to PROMPT, or chat interactively.
 
-    In a session: /model NAME, /system TEXT, /reset, /save FILE, /exit; Ctrl-C stops the
-    answer being written, not the session. Reasoning shows dimmed; tool calls show as they
-    happen. When stdout is not a terminal, the answer is written as plain text (reasoning goes
-    to stderr).
+    With PROMPT and piped stdin, one message is sent: PROMPT first (the instruction), then
+    a blank line and the piped text between an `<input>` line and an `</input>` line (its
+    material). Without PROMPT, piped stdin is the question; with neither, a session starts.
+
+    In a session: /model NAME, /system TEXT, /reset, /save FILE (it never overwrites; /save!
+    FILE does), /exit; Ctrl-C stops the answer being written, not the session. Reasoning
+    shows dimmed; tool calls show as they happen. When stdout is not a terminal, the answer
+    is written as plain text, byte for byte (reasoning goes to stderr); on a terminal,
+    control sequences in the model's text are removed.
     """
 
     def body() -> int:
         from llmtap.cli._chat import ChatOptions, interactive, load_tools, one_shot, read_prompt
 
         settings = Connection(endpoint, model, api_key, config).load(
-            temperature=temperature, max_tokens=max_tokens
+            temperature=temperature,
+            max_tokens=max_tokens,
+            idle_timeout=idle_timeout,
+            first_token_timeout=first_token_timeout,
         )
         options = ChatOptions(
             system=system,
@@ -145,7 +207,7 @@ def chat(
             markdown=not raw,
             reasoning=not hide_reasoning,
         )
-        text = read_prompt(prompt)
+        text = read_prompt(prompt, stdin_is_terminal=sys.stdin.isatty())
         if text is None:
             if as_json:
                 raise CLIError('--json needs a prompt: llmtap chat --json "..."')
@@ -156,11 +218,12 @@ def chat(
 
 
 @app.command(
+    cls=_Command,
     epilog=_examples(
         "llmtap models",
         "llmtap models --json | jq '.[] | select(.loaded) | .name'",
         "llmtap models --endpoint http://localhost:8080   (llama.cpp)",
-    )
+    ),
 )
 def models(
     endpoint: EndpointOption = None,
@@ -169,7 +232,11 @@ def models(
     config: ConfigOption = None,
     as_json: Annotated[
         bool,
-        typer.Option("--json", help="Print a JSON list of objects (name, size, loaded, ...)."),
+        typer.Option(
+            "--json",
+            metavar="",
+            help="Print a JSON list of objects (name, size, loaded, ...).",
+        ),
     ] = False,
     debug: DebugOption = False,
 ) -> None:
@@ -189,6 +256,7 @@ def models(
 
 
 @app.command(
+    cls=_Command,
     epilog=_examples(
         "llmtap check",
         "llmtap check --model qwen3 --endpoint http://gpu-box:11434",
@@ -196,14 +264,18 @@ def models(
     )
     + "\n\nExit codes: 0 all steps passed, 3 not reachable, 1 no LLM API there (or it is "
     "loading), 5 credentials refused, 4 model missing (or none chosen), 6 the model did not "
-    "answer, 130 interrupted."
+    "answer, 130 interrupted (Ctrl-C), 141 stdout closed, 143 terminated (SIGTERM).",
 )
 def check(
     endpoint: EndpointOption = None,
     model: ModelOption = None,
     api_key: ApiKeyOption = None,
     config: ConfigOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the steps as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print the steps as JSON.")
+    ] = False,
+    idle_timeout: IdleTimeoutOption = None,
+    first_token_timeout: FirstTokenTimeoutOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Diagnose the connection step by step, with the fix for each failure.
@@ -215,17 +287,20 @@ def check(
     def body() -> int:
         from llmtap.cli._check import check_command
 
-        settings = Connection(endpoint, model, api_key, config).load()
+        settings = Connection(endpoint, model, api_key, config).load(
+            idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
+        )
         return asyncio.run(check_command(settings, as_json=as_json))
 
     run(body, debug=debug)
 
 
 @app.command(
+    cls=_Command,
     epilog=_examples(
         "llmtap pull llama3.2",
         "llmtap pull qwen3:8b --endpoint http://gpu-box:11434",
-    )
+    ),
 )
 def pull(
     model_name: Annotated[
@@ -234,6 +309,8 @@ def pull(
     endpoint: EndpointOption = None,
     api_key: ApiKeyOption = None,
     config: ConfigOption = None,
+    idle_timeout: IdleTimeoutOption = None,
+    first_token_timeout: FirstTokenTimeoutOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Download a model into Ollama, with a progress bar per layer.
@@ -245,7 +322,9 @@ def pull(
     def body() -> int:
         from llmtap.cli._pull import pull_command
 
-        settings = Connection(endpoint, None, api_key, config).load()
+        settings = Connection(endpoint, None, api_key, config).load(
+            idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
+        )
         try:
             return asyncio.run(pull_command(settings, model_name))
         except KeyboardInterrupt:
@@ -256,12 +335,13 @@ def pull(
 
 
 @app.command(
+    cls=_Command,
     epilog=_examples(
         "llmtap bench",
         "llmtap bench --concurrency 1,4,16 --requests 5 --max-tokens 256",
         "llmtap bench --json > bench.json",
-        "llmtap bench --plot bench.png",
-    )
+        "llmtap bench --plot bench.png   (or .svg, .pdf)",
+    ),
 )
 def bench(
     endpoint: EndpointOption = None,
@@ -269,28 +349,40 @@ def bench(
     api_key: ApiKeyOption = None,
     config: ConfigOption = None,
     concurrency: Annotated[
-        str, typer.Option(help="Concurrent streams to try, comma-separated.")
+        str, typer.Option(metavar="N,N,...", help="Concurrent streams to try, comma-separated.")
     ] = "1,2,4,8",
     requests: Annotated[
-        int, typer.Option(help="Requests each stream makes, one after another.", min=1)
+        int,
+        typer.Option(metavar="N", help="Requests each stream makes, one after another.", min=1),
     ] = 3,
-    max_tokens: Annotated[int, typer.Option(help="Tokens asked for per answer.", min=1)] = 128,
+    max_tokens: Annotated[
+        int, typer.Option(metavar="N", help="Tokens asked for per answer.", min=1)
+    ] = 128,
     prompt: Annotated[
-        str | None, typer.Option(help="The prompt (default: asks for a long story).")
+        str | None,
+        typer.Option(metavar="TEXT", help="The prompt (default: asks for a long story)."),
     ] = None,
     warmup: Annotated[
-        bool, typer.Option(help="Send one request first (not counted) to load the model.")
+        bool,
+        typer.Option(metavar="", help="Send one request first (not counted) to load the model."),
     ] = True,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print the results as JSON.")
+    ] = False,
     plot_file: Annotated[
         Path | None,
         typer.Option(
             "--plot",
-            help="Write throughput and latency against concurrency to this PNG (needs matplotlib).",
+            metavar="FILE",
+            help="Also draw throughput and latency against concurrency into FILE: .png, .svg "
+            "or .pdf, by its name (needs matplotlib). Checked before anything is measured; "
+            "the table is printed in any case.",
             dir_okay=False,
             show_default=False,
         ),
     ] = None,
+    idle_timeout: IdleTimeoutOption = None,
+    first_token_timeout: FirstTokenTimeoutOption = None,
     debug: DebugOption = False,
 ) -> None:
     """Measure the server as a user meets it: time to first token (p50/p95), tokens per
@@ -307,7 +399,9 @@ def bench(
             prompt=prompt or DEFAULT_PROMPT,
             warmup=warmup,
         )
-        settings = Connection(endpoint, model, api_key, config).load()
+        settings = Connection(endpoint, model, api_key, config).load(
+            idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
+        )
         return asyncio.run(bench_command(settings, plan, as_json=as_json, plot_file=plot_file))
 
     run(body, debug=debug)
@@ -315,6 +409,7 @@ def bench(
 
 @app.command(
     "serve-test",
+    cls=_Command,
     epilog=_examples(
         "llmtap serve-test   (Ollama's API on localhost:11434)",
         "llmtap serve-test --dialect vllm --port 0 --models Qwen/Qwen3-8B",
@@ -323,50 +418,70 @@ def bench(
 )
 def serve_test(
     dialect: Annotated[
-        str, typer.Option(help="The server to imitate: ollama, llamacpp, vllm or openai.")
+        str,
+        typer.Option(
+            metavar="NAME", help="The server to imitate: ollama, llamacpp, vllm or openai."
+        ),
     ] = "ollama",
     port: Annotated[
         int | None,
         typer.Option(
+            metavar="PORT",
             help="Port (default: the real server's: 11434, 8080, 8000); 0 for a free one.",
             show_default=False,
             min=0,
             max=65535,
         ),
     ] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(metavar="ADDRESS", help="Address to listen on.")
+    ] = "127.0.0.1",
     models: Annotated[
         str | None,
         typer.Option(
             "--models",
+            metavar="A,B,...",
             help="Comma-separated model names (default: one per dialect).",
             show_default=False,
         ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(help="Require this API key, as the real server would.", show_default=False),
+        typer.Option(
+            metavar="KEY",
+            help="Require this API key, as the real server would.",
+            show_default=False,
+        ),
     ] = None,
     fail_rate: Annotated[
-        float, typer.Option(help="Fraction of chat requests answered 503.", min=0.0, max=1.0)
+        float,
+        typer.Option(
+            metavar="FRACTION", help="Fraction of chat requests answered 503.", min=0.0, max=1.0
+        ),
     ] = 0.0,
     reset_after: Annotated[
         int | None,
-        typer.Option(help="Drop the connection after N chunks of every answer.", min=0),
+        typer.Option(
+            metavar="N", help="Drop the connection after N chunks of every answer.", min=0
+        ),
     ] = None,
     delay: Annotated[
-        float, typer.Option(help="Seconds between two chunks of an answer.", min=0.0)
+        float,
+        typer.Option(metavar="SECONDS", help="Seconds between two chunks of an answer.", min=0.0),
     ] = 0.0,
-    think: Annotated[bool, typer.Option(help="Send reasoning before each answer.")] = False,
+    think: Annotated[
+        bool, typer.Option(metavar="", help="Send reasoning before each answer.")
+    ] = False,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for --fail-rate (repeatable runs).")
+        int | None, typer.Option(metavar="N", help="Seed for --fail-rate (repeatable runs).")
     ] = None,
     debug: DebugOption = False,
 ) -> None:
     """Run llmtap's scripted test server, to try llmtap with no LLM at hand.
 
     Answers echo the last user message ("echo: ..."); listing, health and error routes answer
-    as the imitated server does. Fault flags apply to every answer.
+    as the imitated server does. Fault flags apply to every answer. Ctrl-C or SIGTERM stops
+    the server, with exit code 0.
     """
 
     def body() -> int:

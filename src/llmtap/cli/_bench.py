@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,21 @@ from llmtap._config import LLMConfig
 from llmtap._errors import LLMError
 from llmtap._messages import Message
 from llmtap._results import ReasoningDelta, TextDelta
-from llmtap.cli._common import EXIT_OK, EXIT_USAGE, CLIError, consoles
+from llmtap.cli._common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    CLIError,
+    consoles,
+    plural,
+    preflight,
+    shown_endpoint,
+)
+from llmtap.cli._terminal import for_console, strip_controls
 
-__all__ = ["BenchPlan", "bench_command", "parse_levels", "percentile"]
+__all__ = ["BenchPlan", "bench_command", "check_plot_file", "parse_levels", "percentile"]
+
+#: What --plot can write, by the file name's suffix.
+PLOT_FORMATS = ("png", "svg", "pdf")
 
 DEFAULT_PROMPT = (
     "Write a long, detailed story about a lighthouse keeper who finds a message in a bottle."
@@ -161,6 +174,30 @@ async def _level(
     return level
 
 
+def check_plot_file(path: Path) -> str:
+    """The format to write ``path`` in (from its suffix), checked before anything is
+    measured: a plot that cannot be written must not cost a whole benchmark.
+
+    Raises:
+        CLIError: The suffix names no format, or the directory is missing or not writable.
+    """
+    suffix = path.suffix.lower().removeprefix(".")
+    if suffix not in PLOT_FORMATS:
+        raise CLIError(
+            "--plot: the file name must end in .png, .svg or .pdf (the format is taken from "
+            f"it), not {path.suffix or 'nothing'}",
+            EXIT_USAGE,
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        raise CLIError(f"--plot: cannot write {path}: there is no directory {parent}", EXIT_USAGE)
+    if not os.access(parent, os.W_OK):
+        raise CLIError(
+            f"--plot: cannot write {path}: the directory {parent} is not writable", EXIT_USAGE
+        )
+    return suffix
+
+
 def _load_pyplot() -> Any:
     """matplotlib's pyplot on the Agg backend (no display needed)."""
     try:
@@ -174,8 +211,11 @@ def _load_pyplot() -> Any:
         ) from None
 
 
-def plot(levels: Sequence[dict[str, Any]], path: Path, title: str, pyplot: Any) -> None:
-    """Throughput and time to first token against concurrency, as a PNG."""
+def plot(
+    levels: Sequence[dict[str, Any]], path: Path, title: str, pyplot: Any, file_format: str
+) -> None:
+    """Throughput and time to first token against concurrency, in ``file_format`` (SVG text
+    stays text); both y axes start at zero, so that a change looks as large as it is."""
     x = [level["concurrency"] for level in levels]
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4), dpi=100)
     try:
@@ -188,12 +228,14 @@ def plot(levels: Sequence[dict[str, Any]], path: Path, title: str, pyplot: Any) 
         for axes in (left, right):
             axes.set_xscale("log", base=2)
             axes.set_xticks(x, [str(v) for v in x])
+            axes.set_ylim(bottom=0)
             axes.grid(True, alpha=0.3)
             axes.legend()
         figure.suptitle(title)
         figure.tight_layout()
         try:
-            figure.savefig(path, format="png")
+            with pyplot.rc_context({"svg.fonttype": "none"}):
+                figure.savefig(path, format=file_format)
         except OSError as exc:
             raise CLIError(f"--plot: cannot write {path}: {exc.strerror}", EXIT_USAGE) from None
     finally:
@@ -202,8 +244,11 @@ def plot(levels: Sequence[dict[str, Any]], path: Path, title: str, pyplot: Any) 
 
 def _table(summary: dict[str, Any]) -> Table:
     table = Table(
-        title=f"{summary['server']} · {summary['model']} · {summary['max_tokens']} tokens per "
-        f"answer · {summary['requests_per_stream']} requests per stream",
+        title=strip_controls(
+            f"{summary['server']} · {summary['model']} · "
+            f"{plural(summary['max_tokens'], 'token')} per answer · "
+            f"{plural(summary['requests_per_stream'], 'request')} per stream"
+        ),
         title_justify="left",
     )
     for title in ("streams", "requests", "errors", "TTFT p50", "TTFT p95", "tok/s per stream"):
@@ -234,9 +279,10 @@ async def bench_command(
 ) -> int:
     """Run the sweep; print a table (or JSON); optionally plot it."""
     out, err = consoles()
+    plot_format = check_plot_file(plot_file) if plot_file is not None else ""
     pyplot = _load_pyplot() if plot_file is not None else None
     async with LLMClient(config) as client:
-        report = await client.preflight_check()
+        report = await preflight(client)
         total = plan.requests * sum(plan.levels) + (1 if plan.warmup else 0)
         progress = Progress(
             TextColumn("{task.description}"),
@@ -264,7 +310,7 @@ async def bench_command(
     if errors and len(errors) == len(samples):
         raise errors[0]
     summary: dict[str, Any] = {
-        "endpoint": config.endpoint,
+        "endpoint": shown_endpoint(config),
         "server": report.server,
         "model": report.model,
         "max_tokens": plan.max_tokens,
@@ -273,15 +319,18 @@ async def bench_command(
         "levels": [level.summary() for level in levels],
         "errors": sorted({error.message for error in errors}),
     }
-    if pyplot is not None and plot_file is not None:
-        title = f"llmtap bench: {report.model} on {report.server}"
-        plot(summary["levels"], plot_file, title, pyplot)
+    # The results first: a plot that fails to be written must not take them with it.
     if as_json:
         out.file.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return EXIT_OK
-    out.print(_table(summary))
-    for message in summary["errors"]:
-        err.print(f"error in some requests: {message}", style="yellow", markup=False)
-    if plot_file is not None:
-        err.print(f"plot written to {plot_file}", markup=False)
+        out.file.flush()
+    else:
+        out.print(_table(summary))
+        for message in summary["errors"]:
+            text = for_console(f"error in some requests: {message}", err)
+            err.print(text, style="yellow", markup=False)
+    if pyplot is not None and plot_file is not None:
+        title = f"llmtap bench: {report.model} on {report.server}"
+        plot(summary["levels"], plot_file, title, pyplot, plot_format)
+        if not as_json:
+            err.print(f"plot written to {plot_file}", markup=False)
     return EXIT_OK

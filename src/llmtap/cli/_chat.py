@@ -23,10 +23,18 @@ from llmtap._errors import LLMError, LLMUsageError
 from llmtap._messages import Message
 from llmtap._results import ChatResult
 from llmtap._wire.dialects import MessageLike
-from llmtap.cli._common import EXIT_OK, CLIError, consoles
+from llmtap.cli._common import (
+    EXIT_OK,
+    CLIError,
+    command_line_text,
+    consoles,
+    preflight,
+    terminated,
+)
+from llmtap.cli._terminal import for_console
 from llmtap.cli._view import AnswerView
 
-__all__ = ["ChatOptions", "interactive", "load_tools", "one_shot"]
+__all__ = ["ChatOptions", "interactive", "load_tools", "one_shot", "read_prompt"]
 
 #: Most model rounds in one answer when tools are in use.
 MAX_TOOL_ROUNDS = 8
@@ -35,7 +43,8 @@ HELP = """\
 /model NAME    use another model (without NAME: show the current one)
 /system TEXT   set the system prompt (without TEXT: show it; /system - clears it)
 /reset         forget the conversation (the system prompt stays)
-/save FILE     save the conversation (JSON for .json, Markdown otherwise)
+/save FILE     save the conversation (JSON for .json, Markdown otherwise); never
+               overwrites a file: /save! FILE does
 /exit          leave (also /quit, /bye or Ctrl-D)
 Ctrl-C stops the answer being written; the session goes on."""
 
@@ -235,23 +244,34 @@ async def _run_tools(
     return result
 
 
+def note_if_cut(result: ChatResult, config: LLMConfig, err: Console) -> None:
+    """An answer the token limit cut short ends with a note on stderr, so that it is not
+    taken for the whole answer (stdout keeps the answer alone)."""
+    if result.finish_reason != "length":
+        return
+    limit = config.max_tokens
+    why = f"--max-tokens {limit} reached" if limit is not None else "the server's token limit"
+    err.print(f"[answer cut short: {why}]", style="yellow", markup=False)
+
+
 async def one_shot(config: LLMConfig, prompt: str, options: ChatOptions) -> int:
     """Answer one prompt and exit."""
     out, err = consoles()
     messages: list[MessageLike] = [Message.system(options.system)] if options.system else []
     messages.append(Message.user(prompt))
     async with LLMClient(config) as client:
-        await client.preflight_check()
+        await preflight(client)
         if options.as_json:
             result = await answer(client, messages, None, tools=options.tools)
             out.file.write(result.model_dump_json(indent=2) + "\n")
             return EXIT_OK
         view = AnswerView(out, err, markdown=options.markdown, reasoning=options.reasoning)
         try:
-            await answer(client, messages, view, tools=options.tools)
+            result = await answer(client, messages, view, tools=options.tools)
         except BaseException:
             view.end_round()
             raise
+    note_if_cut(result, config, err)
     return EXIT_OK
 
 
@@ -271,8 +291,13 @@ class Session:
         head: list[MessageLike] = [Message.system(self.system)] if self.system else []
         return head + self.history
 
-    def save(self, path: Path) -> None:
-        """Write the conversation as JSON (``.json``) or Markdown."""
+    def save(self, path: Path, *, overwrite: bool = False) -> None:
+        """Write the conversation as JSON (``.json``) or Markdown.
+
+        Raises:
+            FileExistsError: ``path`` exists and ``overwrite`` is false.
+        """
+        mode = "wb" if overwrite else "xb"
         if path.suffix.lower() == ".json":
             data = {
                 "model": self.model,
@@ -280,7 +305,8 @@ class Session:
                     m.to_api_dict() if isinstance(m, Message) else dict(m) for m in self.messages()
                 ],
             }
-            path.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
+            with path.open(mode) as file:
+                file.write(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")
             return
         parts = [f"# Conversation with {self.model}\n"]
         for item in self.messages():
@@ -290,7 +316,8 @@ class Session:
                 parts.append(f"**tool {data.get('name') or ''}:** {content or ''}\n")
             elif isinstance(content, str) and content:
                 parts.append(f"**{role}:** {content}\n")
-        path.write_text("\n".join(parts), encoding="utf-8")
+        with path.open(mode) as file:
+            file.write("\n".join(parts).encode())
 
 
 def _command(line: str, session: Session, out: Console, err: Console) -> bool:
@@ -319,13 +346,19 @@ def _command(line: str, session: Session, out: Console, err: Console) -> bool:
             out.print("system prompt set", style="dim")
         else:
             out.print(f"system prompt: {session.system or '(none)'}", markup=False)
-    elif name == "/save":
+    elif name in ("/save", "/save!"):
         if not argument:
-            err.print("usage: /save FILE", style="red")
+            err.print(f"usage: {name} FILE", style="red", markup=False)
         else:
             path = Path(argument).expanduser()
             try:
-                session.save(path)
+                session.save(path, overwrite=name == "/save!")
+            except FileExistsError:
+                err.print(
+                    f"{path} exists; /save! {argument} overwrites it",
+                    style="red",
+                    markup=False,
+                )
             except OSError as exc:
                 err.print(f"cannot save to {path}: {exc.strerror}", style="red", markup=False)
             else:
@@ -351,12 +384,15 @@ def interactive(config: LLMConfig, options: ChatOptions) -> int:
     with asyncio.Runner() as runner:
         client = LLMClient(config)
         try:
-            report = runner.run(client.preflight_check())
+            report = runner.run(preflight(client))
             session = Session(model=report.model, system=options.system)
             kind = f"{report.server} {report.version}" if report.version else report.server
             out.print(
-                f"llmtap chat: {kind} at {report.endpoint}, model {report.model}. "
-                "/help for commands, /exit or Ctrl-D to leave.",
+                for_console(
+                    f"llmtap chat: {kind} at {report.endpoint}, model {report.model}. "
+                    "/help for commands, /exit or Ctrl-D to leave.",
+                    out,
+                ),
                 style="dim",
                 markup=False,
             )
@@ -382,6 +418,8 @@ def _loop(
             return
         except KeyboardInterrupt:
             out.print()
+            if terminated():
+                raise  # SIGTERM ends the session; Ctrl-C only the line
             continue
         if not line:
             continue
@@ -392,29 +430,63 @@ def _loop(
         messages: list[MessageLike] = [*session.messages(), Message.user(line)]
         view = AnswerView(out, err, markdown=options.markdown, reasoning=options.reasoning)
         try:
-            runner.run(answer(client, messages, view, tools=options.tools, model=session.model))
+            result = runner.run(
+                answer(client, messages, view, tools=options.tools, model=session.model)
+            )
         except KeyboardInterrupt:
             partial = view.interrupted()
+            if terminated():
+                raise
             if not partial:
                 continue  # nothing was said: the question is dropped too
             messages.append(Message.assistant(partial))
         except (LLMError, LLMUsageError, CLIError) as exc:  # the session goes on
             view.end_round()
             text = exc.message if isinstance(exc, LLMError | CLIError) else str(exc)
+            text = for_console(command_line_text(text), err)
             err.print(f"error: {text}", style="red", markup=False)
             continue
+        else:
+            note_if_cut(result, client.config, err)
         head = 1 if session.system else 0
         session.history = messages[head:]
 
 
-def read_prompt(prompt: str | None) -> str | None:
-    """The prompt: the argument, else stdin when it is not a terminal; ``None`` for an
-    interactive session."""
+def _as_utf8(data: bytes, what: str) -> str:
+    """``data`` decoded as UTF-8; bytes that are not UTF-8 become U+FFFD, with a warning."""
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark is not text
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = data.decode("utf-8", errors="replace")
+        _, err = consoles()
+        err.print(
+            f"warning: {what} is not valid UTF-8 (byte {exc.start}: 0x{data[exc.start]:02x}); "
+            "the invalid bytes are sent as \ufffd",
+            style="yellow",
+            markup=False,
+        )
+        return text
+
+
+def read_prompt(prompt: str | None, *, stdin_is_terminal: bool) -> str | None:
+    """The user message: PROMPT, piped stdin, or both; ``None`` for an interactive session.
+
+    With both, PROMPT comes first as the instruction, then a blank line and the piped text
+    between ``<input>`` and ``</input>`` lines as its material. Text that is not UTF-8 (from
+    stdin, or in the argument) is decoded with U+FFFD for the bad bytes, and a warning.
+
+    Raises:
+        CLIError: Neither a PROMPT nor any piped text.
+    """
+    if prompt is not None and any("\udc80" <= c <= "\udcff" for c in prompt):
+        prompt = _as_utf8(os.fsencode(prompt), "the PROMPT argument")
+    piped = None if stdin_is_terminal else _as_utf8(sys.stdin.buffer.read(), "stdin")
+    material = piped.rstrip().lstrip("\r\n") if piped is not None else ""
     if prompt is not None:
-        return prompt
-    if sys.stdin.isatty():
+        return f"{prompt}\n\n<input>\n{material}\n</input>" if material else prompt
+    if piped is None:
         return None
-    text = sys.stdin.read().strip()
-    if not text:
+    if not material:
         raise CLIError('Nothing to ask: stdin was empty. Give a prompt: llmtap chat "..."')
-    return text
+    return material.strip()

@@ -8,18 +8,16 @@ from typing import Any
 
 import orjson
 from rich import box
+from rich.measure import Measurement
 from rich.table import Table
 
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
 from llmtap._results import ModelInfo
-from llmtap.cli._common import EXIT_OK, consoles
+from llmtap.cli._common import EXIT_OK, consoles, shown_endpoint
+from llmtap.cli._terminal import strip_controls
 
 __all__ = ["human_bytes", "models_command", "models_table"]
-
-
-#: The width tables get when stdout is not a terminal.
-_WIDE = 200
 
 
 def human_bytes(size: float) -> str:
@@ -47,13 +45,24 @@ _COLUMNS: list[tuple[str, Callable[[ModelInfo], str | None], str]] = [
 
 
 def models_table(models: Sequence[ModelInfo]) -> Table:
-    """A table of ``models`` with the columns the server filled in for at least one model."""
-    cells = [[get(model) for _, get, _ in _COLUMNS] for model in models]
+    """A table of ``models`` with the columns the server filled in for at least one model.
+
+    Only NAME may wrap: when the table is wider than the terminal, a long name folds onto
+    more lines, and every figure stays whole.
+    """
+    cells = [
+        [strip_controls(value) if (value := get(model)) else None for _, get, _ in _COLUMNS]
+        for model in models
+    ]
     keep = [i for i in range(len(_COLUMNS)) if i == 0 or any(row[i] for row in cells)]
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for i in keep:
         title, _, justify = _COLUMNS[i]
-        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        if i == 0:
+            table.add_column(title, overflow="fold", min_width=len(title))
+            continue
+        widest = max([len(title), *(len(row[i] or "") for row in cells)])
+        table.add_column(title, justify=justify, no_wrap=True, min_width=widest)  # type: ignore[arg-type]
     for model, row in zip(models, cells, strict=True):
         style = "bold" if model.loaded else None
         table.add_row(*[row[i] or "" for i in keep], style=style)
@@ -71,9 +80,13 @@ async def models_command(config: LLMConfig, *, as_json: bool) -> int:
         return EXIT_OK
     if not models:
         err.print(
-            f"{config.endpoint} has no models. With Ollama: llmtap pull llama3.2", markup=False
+            f"{shown_endpoint(config)} has no models. With Ollama: llmtap pull llama3.2",
+            markup=False,
         )
         return EXIT_OK
-    # Redirected output is not cut to 80 columns: a file or a pipe gets whole names.
-    out.print(models_table(models), width=None if out.is_terminal else _WIDE)
+    table = models_table(models)
+    if not out.is_terminal:
+        # A file or a pipe gets the table as wide as it needs: one line per model, for grep.
+        out.width = Measurement.get(out, out.options.update(width=100_000), table).maximum
+    out.print(table)
     return EXIT_OK

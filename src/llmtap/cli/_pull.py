@@ -17,6 +17,7 @@ from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
 from llmtap.cli._common import EXIT_OK, consoles
 from llmtap.cli._models_cmd import human_bytes
+from llmtap.cli._terminal import strip_controls
 
 __all__ = ["pull_command"]
 
@@ -38,12 +39,12 @@ async def _pull_live(client: LLMClient, model: str, out: Console) -> None:
                 if tasks:
                     progress.stop()  # the layers are done: later stages print below them
                 if event.status != last_stage:
-                    progress.console.print(event.status, markup=False)
+                    progress.console.print(strip_controls(event.status), markup=False)
                     last_stage = event.status
                 continue
             task = tasks.get(event.digest)
             if task is None:
-                task = progress.add_task(event.status, total=event.total)
+                task = progress.add_task(strip_controls(event.status), total=event.total)
                 tasks[event.digest] = task
             progress.update(task, completed=event.completed or 0, total=event.total)
 

@@ -7,10 +7,11 @@ import asyncio
 import dataclasses
 import errno
 import random
+import shlex
 import signal
 from collections.abc import Callable
 
-from llmtap.cli._common import EXIT_OK, EXIT_USAGE, CLIError, consoles
+from llmtap.cli._common import EXIT_OK, EXIT_USAGE, CLIError, consoles, plural
 from llmtap.testing import Dialect, RecordedRequest, Reply, TestServer, echo_reply
 
 __all__ = ["DEFAULT_PORTS", "Faults", "serve_command"]
@@ -94,8 +95,9 @@ async def serve_command(
     try:
         out.print(f"llmtap test server ({dialect}) listening on {server.url}", markup=False)
         out.print(f"models: {', '.join(server.models)}", markup=False)
+        key = f" --api-key {shlex.quote(api_key)}" if api_key is not None else ""
         out.print(
-            f'try: llmtap chat --endpoint {server.url} "hello"   (Ctrl-C stops the server)',
+            f'try: llmtap chat --endpoint {server.url}{key} "hello"   (Ctrl-C stops the server)',
             style="dim",
             markup=False,
         )
@@ -105,5 +107,5 @@ async def serve_command(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await server.stop()
-    out.print(f"stopped after {len(server.chat_requests)} chat requests", markup=False)
+    out.print(f"stopped after {plural(len(server.chat_requests), 'chat request')}", markup=False)
     return EXIT_OK

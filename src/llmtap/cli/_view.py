@@ -4,6 +4,10 @@ On a terminal the text is rendered as Markdown as it grows (the last screenful l
 answer once it is complete); anywhere else it is written verbatim, with no escape codes.
 Reasoning goes to stdout, dimmed, on a terminal; when stdout is redirected it goes to stderr
 so that the redirected output holds the answer alone.
+
+What the model sends is untrusted: on a terminal its control sequences are removed
+(``_terminal``), so that an answer cannot set the title, write the clipboard or move the
+cursor; text written to a pipe or a file stays byte for byte what the model sent.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from rich.markdown import Markdown
 from rich.segment import Segment
 
 from llmtap._results import ReasoningDelta, StreamEvent, TextDelta
+from llmtap.cli._terminal import TerminalFilter, for_console, strip_controls
 
 __all__ = ["AnswerView"]
 
@@ -32,7 +37,8 @@ class _Tail:
         self.text = ""
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        lines = console.render_lines(Markdown(self.text), options, pad=False)
+        shown = TerminalFilter().feed(self.text)  # a sequence still arriving is held back
+        lines = console.render_lines(Markdown(shown), options, pad=False)
         height = max(1, console.size.height - 2)
         for line in lines[-height:]:
             yield from line
@@ -60,6 +66,9 @@ class AnswerView:
         self._live: Live | None = None
         self._last_refresh = 0.0
         self._text_written = False
+        self._text_filter = TerminalFilter() if out.is_terminal else None
+        reasoning_console = out if out.is_terminal else err
+        self._reasoning_filter = TerminalFilter() if reasoning_console.is_terminal else None
 
     # --- events ---------------------------------------------------------------------------
 
@@ -74,13 +83,19 @@ class AnswerView:
         if not self.show_reasoning or not text:
             return
         console = self.out if self.out.is_terminal else self.err
+        if self._reasoning_filter is not None:
+            text = self._reasoning_filter.feed(text)
         console.print(text, style="dim", end="", markup=False, highlight=False)
         console.file.flush()
         self._reasoning_open = True
 
     def _close_reasoning(self) -> None:
         if self._reasoning_open:
-            (self.out if self.out.is_terminal else self.err).print()  # end its line
+            console = self.out if self.out.is_terminal else self.err
+            if self._reasoning_filter is not None:
+                rest = self._reasoning_filter.flush()
+                console.print(rest, style="dim", end="", markup=False, highlight=False)
+            console.print()  # end its line
             self._reasoning_open = False
 
     def _text(self, text: str) -> None:
@@ -89,6 +104,8 @@ class AnswerView:
         self._close_reasoning()
         self.text += text
         if not self.markdown:
+            if self._text_filter is not None:
+                text = self._text_filter.feed(text)
             self.out.file.write(text)
             self.out.file.flush()
             self._text_written = True
@@ -116,9 +133,12 @@ class AnswerView:
         if self._live is not None:
             self._live.stop()
             self._live = None
-            self.out.print(Markdown(self.text), soft_wrap=False)
-        elif self._text_written and not self.text.endswith("\n"):
-            self.out.file.write("\n")
+            self.out.print(Markdown(strip_controls(self.text)), soft_wrap=False)
+        elif self._text_written:
+            if self._text_filter is not None:
+                self.out.file.write(self._text_filter.flush())
+            if not strip_controls(self.text).endswith("\n"):
+                self.out.file.write("\n")
             self.out.file.flush()
         self.text = ""
         self._text_written = False
@@ -127,13 +147,17 @@ class AnswerView:
         """Show a call the model made."""
         console = self.out if self.out.is_terminal else self.err
         args = orjson.dumps(arguments).decode()
-        console.print(f"→ {name}({args})", style="cyan", markup=False)
+        console.print(for_console(f"→ {name}({args})", console), style="cyan", markup=False)
 
     def tool_result(self, name: str, output: str, *, failed: bool) -> None:
         """Show what a tool returned (shortened)."""
         console = self.out if self.out.is_terminal else self.err
         shown = output if len(output) <= 200 else output[:200] + "…"
-        console.print(f"← {name}: {shown}", style="red" if failed else "dim", markup=False)
+        console.print(
+            for_console(f"← {name}: {shown}", console),
+            style="red" if failed else "dim",
+            markup=False,
+        )
 
     def interrupted(self) -> str:
         """The answer was stopped (Ctrl-C): keep what was shown, say so, and return the text
