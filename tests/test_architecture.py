@@ -177,7 +177,13 @@ def _defined_names(tree: ast.Module) -> set[str]:
     return names
 
 
+#: Named tuples' methods: public API, named with an underscore so as not to clash with fields.
+_NAMEDTUPLE_API = frozenset({"_replace", "_asdict", "_fields", "_make", "_field_defaults"})
+
+
 def _private(attr: str) -> bool:
+    if attr in _NAMEDTUPLE_API:
+        return False
     return attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__"))
 
 

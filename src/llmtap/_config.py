@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -176,7 +176,7 @@ class LLMConfig(BaseSettings):
         default=64, ge=1, description="Most texts per embeddings request."
     )
 
-    hooks: tuple[Callable[[Any], Any], ...] = Field(
+    hooks: Sequence[Callable[[Any], Any]] = Field(
         default=(),
         exclude=True,
         description="Lifecycle hooks: callables (sync or async) taking each record of a call.",
@@ -300,6 +300,12 @@ class LLMConfig(BaseSettings):
         if isinstance(value, str) and not Path(value).is_file():
             raise ValueError(f"verify names a CA bundle that is not a file: {value!r}")
         return value
+
+    @field_validator("hooks", mode="after")
+    @classmethod
+    def _hooks_as_a_tuple(cls, value: Sequence[Callable[[Any], Any]]) -> tuple[Any, ...]:
+        """Kept as a tuple, so that a frozen config stays hashable."""
+        return tuple(value)
 
     @model_validator(mode="after")
     def _one_kind_of_credentials(self) -> Self:
