@@ -70,6 +70,7 @@ def test_a_client_works_again_from_a_second_asyncio_run(server: ServerThread) ->
     async def ask() -> str:
         return (await client.chat(HELLO)).text
 
+    gc.collect()  # what earlier tests left behind is theirs, not this test's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         first = asyncio.run(ask())
@@ -79,7 +80,9 @@ def test_a_client_works_again_from_a_second_asyncio_run(server: ServerThread) ->
         gc.collect()
     assert (first, second) == ("echo: hi", "echo: hi")
     assert open_after_first == 0
-    assert [str(w.message) for w in caught] == []
+    # (An event loop some other code left unclosed may be collected meanwhile: pytest-asyncio
+    # before 1.5 leaves one behind after an async test. It is not this client's.)
+    assert [str(w.message) for w in caught if "unclosed event loop" not in str(w.message)] == []
     assert server.open_connections() == 0
 
 

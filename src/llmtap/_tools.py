@@ -86,9 +86,17 @@ def _walk(node: Any, visit: Callable[[dict[str, Any]], dict[str, Any]]) -> Any:
 
 
 def _drop_title(node: dict[str, Any]) -> dict[str, Any]:
-    """No ``title``; ``type`` first, where a reader looks for it."""
+    """No ``title``; a lone ``allOf`` member merged into its node (older pydantic wraps a
+    ``$ref`` that has a sibling, such as a description, in ``allOf``); ``type`` first, where
+    a reader looks for it."""
     if isinstance(node.get("title"), str):
         del node["title"]
+    wrapped = node.get("allOf")
+    if isinstance(wrapped, list) and len(wrapped) == 1 and isinstance(wrapped[0], dict):
+        inner = wrapped[0]
+        if not set(inner) & (set(node) - {"allOf"}):
+            del node["allOf"]
+            node = {**inner, **node}
     if "type" in node:
         return {"type": node.pop("type"), **node}
     return node

@@ -4,6 +4,7 @@ the way a user meets them: streamed answers through the client, end to end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import math
 import os
@@ -294,7 +295,8 @@ async def bench_command(
             disable=not err.is_terminal,
         )
         levels: list[Level] = []
-        with progress:
+        # Not even started off a terminal: rich before 14.3 ends a disabled bar with a newline.
+        with progress if err.is_terminal else contextlib.nullcontext():
             task = progress.add_task("benchmarking", total=total)
             if plan.warmup:
                 progress.update(task, description="warming up (loading the model)")
