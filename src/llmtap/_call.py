@@ -21,7 +21,7 @@ import itertools
 import logging
 import math
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from llmtap import _retry
 from llmtap._errors import LLMError, LLMStreamInterrupted
@@ -34,6 +34,7 @@ from llmtap._hooks import (
     RequestFinished,
     RequestStarted,
     log_debug,
+    timings_from,
 )
 from llmtap._log import get_logger
 from llmtap._results import (
@@ -44,7 +45,6 @@ from llmtap._results import (
     Timings,
     Usage,
     UsageEvent,
-    trusted,
 )
 from llmtap._upstream import Upstream
 from llmtap._wire.accumulate import Accumulator
@@ -61,6 +61,7 @@ __all__ = [
     "RESUMABLE_SERVERS",
     "Call",
     "Direct",
+    "Ended",
     "Progress",
     "Request",
     "Route",
@@ -79,6 +80,20 @@ RESUMABLE_SERVERS = frozenset({"ollama", "llama.cpp", "vllm"})
 
 #: What one attempt sends.
 Request = ChatRequest | EmbeddingsRequest
+
+
+class Ended(NamedTuple):
+    """How an attempt on a server ended: ``ok`` (with its time from sending to the first
+    chunk), failed with ``error``, or neither (the caller stopped reading, or nothing was
+    sent)."""
+
+    ok: bool = False
+    error: LLMError | None = None
+    ttft: float | None = None
+
+
+#: An attempt whose caller stopped reading: no verdict on its server.
+_STOPPED = Ended()
 
 
 class Route(Protocol):
@@ -104,17 +119,8 @@ class Route(Protocol):
         call has not tried; raises when none can take it."""
         ...
 
-    def release(
-        self,
-        call: Call,
-        upstream: Upstream,
-        *,
-        error: LLMError | None = None,
-        ok: bool = False,
-        ttft: float | None = None,
-    ) -> None:
-        """The attempt on ``upstream`` is over: ``ok``, failed with ``error``, or neither
-        (the caller stopped reading)."""
+    def release(self, call: Call, upstream: Upstream, ended: Ended) -> None:
+        """The attempt on ``upstream`` is over, and this is how it ended."""
         ...
 
     def elsewhere(self, call: Call) -> bool:
@@ -143,15 +149,7 @@ class Direct:
             await asyncio.sleep(wait)
         return self.upstream
 
-    def release(
-        self,
-        call: Call,
-        upstream: Upstream,
-        *,
-        error: LLMError | None = None,
-        ok: bool = False,
-        ttft: float | None = None,
-    ) -> None:
+    def release(self, call: Call, upstream: Upstream, ended: Ended) -> None:
         pass
 
     def elsewhere(self, call: Call) -> bool:
@@ -269,14 +267,7 @@ def timings_of(
 ) -> Timings:
     """An answer's :class:`Timings` (see :func:`timing_figures`)."""
     completion = usage.completion_tokens if usage is not None else None
-    first, total, speed, load = timing_figures(accumulator, completion, started, first_at, ended)
-    return trusted(
-        Timings,
-        time_to_first_token=first,
-        total=total,
-        tokens_per_second=speed,
-        load_duration=load,
-    )
+    return timings_from(timing_figures(accumulator, completion, started, first_at, ended))
 
 
 def _raw_counts(decoder: ChunkDecoder | None) -> tuple[int | None, int | None] | None:
@@ -487,15 +478,10 @@ class Call:
                 raise
 
     async def items(
-        self,
-        request_for: Callable[[Upstream], Request],
-        *,
-        first: Request | None = None,
-        typed: bool = False,
-        collect_text: bool = False,
+        self, request_for: Callable[[Upstream], Request], first: Request | None
     ) -> AsyncGenerator[Any, None]:
-        """Every item of the answer, for a caller who sees them as they come and wants a
-        broken answer resumed: after a resume the items go on from where it broke.
+        """Every typed event of the answer, for a caller who sees them as they come and wants
+        a broken answer resumed: after a resume the events go on from where it broke.
 
         Raises:
             LLMError: As :meth:`open`; :class:`LLMStreamInterrupted` when the answer broke
@@ -503,9 +489,7 @@ class Call:
         """
         wait = 0.0
         while True:
-            reader, item = await self.open(
-                request_for, first=first, typed=typed, collect_text=collect_text, wait=wait
-            )
+            reader, item = await self.open(request_for, first=first, typed=True, wait=wait)
             first = None
             try:
                 if item is ENDED:
@@ -634,7 +618,7 @@ class Call:
         self.ended_at = now
         self.done = True
         first = self.first_chunk_at
-        self._give_back(ok=True, ttft=None if first is None else first - self._attempt_at)
+        self._give_back(Ended(True, None, None if first is None else first - self._attempt_at))
         hooks = self.hooks
         if hooks is None:
             return None
@@ -728,7 +712,7 @@ class Call:
             upstream.refused.add(name)
             _log.info("llm_request_refit", refused=name, url=upstream.name)
         else:
-            self._give_back(error=error)
+            self._give_back(Ended(error=error))
             self._last_error = error
         if action == "resume":
             self._broken = error
@@ -785,14 +769,12 @@ class Call:
         server = upstream.server or progress.server or guess_server(upstream.dialect, None)
         return server in RESUMABLE_SERVERS
 
-    def _give_back(
-        self, *, error: LLMError | None = None, ok: bool = False, ttft: float | None = None
-    ) -> None:
-        """Give the current server's slot back, once, with how the attempt ended (``ok``, an
-        ``error``, or neither: the caller stopped reading)."""
+    def _give_back(self, ended: Ended | None = None) -> None:
+        """Give the current server's slot back, once, with how the attempt ended (``None``:
+        the caller stopped reading)."""
         if self._held and self.upstream is not None:
             self._held = False
-            self.route.release(self, self.upstream, error=error, ok=ok, ttft=ttft)
+            self.route.release(self, self.upstream, ended or _STOPPED)
 
 
 def first_server(route: Route) -> str | None:

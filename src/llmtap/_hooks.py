@@ -38,6 +38,7 @@ __all__ = [
     "RequestFailed",
     "RequestFinished",
     "RequestStarted",
+    "timings_from",
 ]
 
 _log = get_logger()
@@ -169,14 +170,7 @@ class RequestFinished:
     @property
     def timings(self) -> Timings:
         """Time to the first token, in all, and tokens per second (seconds)."""
-        first, total, speed, load = self.figures[1]
-        return trusted(
-            Timings,
-            time_to_first_token=first,
-            total=total,
-            tokens_per_second=speed,
-            load_duration=load,
-        )
+        return timings_from(self.figures[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +189,19 @@ class RequestFailed:
     endpoint: str | None
     attempts: int
     error: LLMError
+
+
+def timings_from(figures: tuple[float | None, float | None, float | None, float | None]) -> Timings:
+    """``Timings`` from its four figures: to the first token, in all, tokens per second, and
+    the model's load."""
+    first, total, speed, load = figures
+    return trusted(
+        Timings,
+        time_to_first_token=first,
+        total=total,
+        tokens_per_second=speed,
+        load_duration=load,
+    )
 
 
 HookRecord = RequestStarted | FirstChunk | AttemptFailed | RequestFinished | RequestFailed

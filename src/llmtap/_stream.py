@@ -148,7 +148,7 @@ class ChatStream:
             )
         self._iterated = True
         if self._call.resume:
-            self._events = self._call.items(self._request_for, first=self._first, typed=True)
+            self._events = self._call.items(self._request_for, self._first)
         return self
 
     def __anext__(self) -> Awaitable[StreamEvent]:

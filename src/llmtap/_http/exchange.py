@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import orjson
@@ -344,16 +344,9 @@ class Exchange:
             if on_end is not None and (waiting := on_end(None)) is not None:
                 await waiting
         except LLMError as error:
-            if on_failure is None:
-                raise
-            replacement = await on_failure(error, 0)
-            if replacement is error:
-                raise
-            raise replacement from error
+            await self._failed(error, 0, on_failure)
         finally:
-            self.close()
-            if on_close is not None:
-                on_close()
+            self._closed(on_close)
         for item in items:
             yield item
 
@@ -361,14 +354,9 @@ class Exchange:
         self, content_type: str, on_failure: OnFailure | None, on_close: OnClose | None
     ) -> AsyncGenerator[Any, None]:
         try:
-            error: LLMError = await self._not_an_llm(content_type)
-            if on_failure is not None:
-                error = await on_failure(error, 0)
-            raise error
+            await self._failed(await self._not_an_llm(content_type), 0, on_failure)
         finally:
-            self.close()
-            if on_close is not None:
-                on_close()
+            self._closed(on_close)
         yield {}  # never reached: it makes this an async generator like the other readers
 
     async def read(
@@ -444,16 +432,25 @@ class Exchange:
                         await waiting
                     return
         except LLMError as error:
-            if on_failure is None:
-                raise
-            replacement = await on_failure(error, delivered)
-            if replacement is error:
-                raise
-            raise replacement from error
+            await self._failed(error, delivered, on_failure)
         finally:
-            self.close()
-            if on_close is not None:
-                on_close()
+            self._closed(on_close)
+
+    @staticmethod
+    async def _failed(error: LLMError, delivered: int, on_failure: OnFailure | None) -> NoReturn:
+        """Raise what a reader's failure becomes: what ``on_failure`` makes of it (with the
+        failure as its cause), or the failure itself."""
+        if on_failure is not None:
+            replacement = await on_failure(error, delivered)
+            if replacement is not error:
+                raise replacement from error
+        raise error
+
+    def _closed(self, on_close: OnClose | None) -> None:
+        """A reader has ended: close the exchange, and say so."""
+        self.close()
+        if on_close is not None:
+            on_close()
 
     def _failure(self, failure: LLMError | ErrorInfo) -> LLMError:
         if isinstance(failure, ErrorInfo):

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, Self, TypeVar, overload
 
 from pydantic import ValidationError
 
-from llmtap._call import Call
+from llmtap._call import Call, Ended
 from llmtap._client import LLMClient, client_for
 from llmtap._config import LLMConfig, read_config_file
 from llmtap._errors import ConfigFileError, LLMError, LLMUsageError, redact_url
@@ -521,19 +521,10 @@ class _Route:
         pool.begin(endpoint)
         return endpoint.upstream
 
-    def release(
-        self,
-        call: Call,
-        upstream: Upstream,
-        *,
-        error: LLMError | None = None,
-        ok: bool = False,
-        ttft: float | None = None,
-    ) -> None:
+    def release(self, call: Call, upstream: Upstream, ended: Ended) -> None:
         endpoint = self._pool.endpoints[upstream.index]
-        self._pool.release(
-            endpoint, model=call.model or endpoint.model, error=error, ok=ok, ttft=ttft
-        )
+        model = call.model or endpoint.model
+        self._pool.release(endpoint, model=model, error=ended.error, ok=ended.ok, ttft=ended.ttft)
 
     def elsewhere(self, call: Call) -> bool:
         return self._pool.untried(call.model, call.tries)
