@@ -433,3 +433,38 @@ async def test_max_rounds_below_one_is_refused(closed_port_url: str) -> None:
         with pytest.raises(LLMUsageError) as info:
             await client.run_tools(QUESTION, tools=[get_weather], max_rounds=0)
     assert str(info.value) == "max_rounds must be at least 1, not 0"
+
+
+async def test_an_object_with_to_schema_and_call_is_a_tool() -> None:
+    """An object with to_schema() and call(arguments) (sync or async) runs in the tool loop
+    as it is: its schema is sent, its call gets the model's arguments, and its result goes
+    back to the model (what `llmtap chat --tools` relies on for such objects)."""
+
+    class Forecast:
+        def to_schema(self) -> dict[str, object]:
+            return {
+                "type": "function",
+                "function": {
+                    "name": "forecast",
+                    "parameters": {"type": "object", "properties": {"day": {"type": "string"}}},
+                },
+            }
+
+        async def call(self, arguments: dict[str, object]) -> dict[str, object]:
+            return {"day": arguments["day"], "sky": "clear"}
+
+    async with TestServer(dialect="openai") as server:
+        server.script(
+            Reply(tool_calls=[ToolCallSpec("forecast", {"day": "monday"})]),
+            Reply(text="Clear on Monday."),
+        )
+        async with make_client(server.url) as client:
+            run = await client.run_tools([Message.user("Monday?")], [Forecast()])
+        first, second = server.chat_requests
+    assert run.text == "Clear on Monday."
+    assert first.json["tools"] == [Forecast().to_schema()]
+    tool_message = second.json["messages"][-1]
+    assert (tool_message["role"], tool_message["content"]) == (
+        "tool",
+        '{"day":"monday","sky":"clear"}',
+    )

@@ -278,7 +278,8 @@ class LLMClient:
 
         Args:
             messages: The conversation so far.
-            tools: Functions (sync or async) or :class:`Tool` objects.
+            tools: Functions (sync or async), :class:`Tool` objects, or objects with
+                ``to_schema()`` and ``call(arguments)`` (run as they are).
             max_rounds: Most requests to make; still calling tools after that raises.
             on_event: Called (or awaited) with a :class:`ToolCallStarted` before each call
                 and a :class:`ToolCallFinished` after it, and with ``stream=True`` with each

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -23,10 +23,11 @@ from llmtap._errors import LLMToolLoopError, LLMUsageError
 from llmtap._log import get_logger
 from llmtap._messages import Message, ToolCall, check_messages
 from llmtap._results import ChatResult, TextDelta
-from llmtap._tools import Tool, format_validation_errors
+from llmtap._tools import Tool, format_validation_errors, to_tool_output
 from llmtap._wire.dialects import MessageLike
 
 __all__ = [
+    "ObjectTool",
     "ToolCallFinished",
     "ToolCallStarted",
     "ToolEvent",
@@ -99,25 +100,74 @@ class ToolRun:
         return self.result.text
 
 
-def as_tools(tools: Iterable[Any]) -> dict[str, Tool[..., Any]]:
-    """The tools by name: ``Tool`` objects as they are, plain functions wrapped."""
-    by_name: dict[str, Tool[..., Any]] = {}
+class ObjectTool:
+    """A tool given as an object of its own: ``to_schema()`` (an OpenAI tool schema) and
+    ``call(arguments)`` (or called with the arguments as keywords), sync or async. Its
+    arguments are passed as the model sent them: there is no signature to check them against.
+
+    Args:
+        obj: The object.
+
+    Raises:
+        LLMUsageError: Its schema names no function.
+    """
+
+    __slots__ = ("name", "obj", "schema")
+
+    def __init__(self, obj: Any) -> None:
+        schema = obj.to_schema()
+        function = schema.get("function") if isinstance(schema, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(name, str) or not name:
+            raise LLMUsageError(f"{obj!r}.to_schema() names no function: it cannot be a tool")
+        self.obj = obj
+        self.schema: dict[str, Any] = schema
+        self.name = name
+
+    def to_schema(self) -> dict[str, Any]:
+        """The tool's OpenAI schema."""
+        return self.schema
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The arguments, as they are."""
+        return dict(arguments)
+
+    async def call_validated(self, kwargs: dict[str, Any]) -> str:
+        """Run it; its result as text (see :func:`~llmtap._tools.to_tool_output`)."""
+        call = getattr(self.obj, "call", None)
+        result = call(kwargs) if callable(call) else self.obj(**kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return to_tool_output(result)
+
+
+#: A tool run_tools can run.
+Runnable = Tool[..., Any] | ObjectTool
+
+
+def as_tools(tools: Iterable[Any]) -> dict[str, Runnable]:
+    """The tools by name: ``Tool`` objects as they are, objects with ``to_schema()`` as
+    :class:`ObjectTool`, plain functions wrapped."""
+    by_name: dict[str, Runnable] = {}
     for item in tools:
+        wrapped: Runnable
         if isinstance(item, Tool):
-            wrapped: Tool[..., Any] = item
+            wrapped = item
+            if item.method_of is not None:
+                owner = item.method_of.__name__
+                raise LLMUsageError(
+                    f"tool {item.name!r} is a method of {owner}, taken from the class: it has "
+                    f"no instance to run on; pass it from an instance ({owner.lower()}."
+                    f"{item.fn.__name__}, for {owner.lower()} = {owner}(...))"
+                )
+        elif not isinstance(item, type) and callable(getattr(item, "to_schema", None)):
+            wrapped = ObjectTool(item)
         elif callable(item):
             wrapped = Tool.from_function(item)
         else:
             raise LLMUsageError(
                 f"run_tools() runs the tools, so it needs functions or Tool objects, not "
                 f"{type(item).__name__}; pass schema dicts to chat() instead"
-            )
-        if wrapped.method_of is not None:
-            owner = wrapped.method_of.__name__
-            raise LLMUsageError(
-                f"tool {wrapped.name!r} is a method of {owner}, taken from the class: it has "
-                f"no instance to run on; pass it from an instance ({owner.lower()}."
-                f"{wrapped.fn.__name__}, for {owner.lower()} = {owner}(...))"
             )
         if wrapped.name in by_name:
             raise LLMUsageError(
@@ -137,7 +187,7 @@ async def _emit(on_event: ToolEventHandler | None, event: ToolEvent) -> None:
         await outcome
 
 
-async def _execute(tools: dict[str, Tool[..., Any]], call: ToolCall) -> ToolCallFinished:
+async def _execute(tools: dict[str, Runnable], call: ToolCall) -> ToolCallFinished:
     """Run one call; every failure becomes a message for the model, never an exception."""
     started = time.perf_counter()
     error: str | None = None
@@ -175,7 +225,7 @@ async def _execute(tools: dict[str, Tool[..., Any]], call: ToolCall) -> ToolCall
 
 
 async def _run_round(
-    tools: dict[str, Tool[..., Any]],
+    tools: dict[str, Runnable],
     calls: Sequence[ToolCall],
     on_event: ToolEventHandler | None,
 ) -> list[ToolCallFinished]:
@@ -197,7 +247,7 @@ async def _run_round(
 async def _ask(
     client: ChatAPI,
     messages: list[MessageLike],
-    tools: dict[str, Tool[..., Any]],
+    tools: dict[str, Runnable],
     on_event: ToolEventHandler | None,
     stream: bool,
     params: dict[str, Any],

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import importlib
 import importlib.util
-import inspect
 import os
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from llmtap._config import LLMConfig
 from llmtap._errors import LLMError, LLMUsageError
 from llmtap._messages import Message
 from llmtap._results import ChatResult
+from llmtap._toolloop import as_tools
 from llmtap._wire.dialects import MessageLike
 from llmtap.cli._common import (
     EXIT_OK,
@@ -101,7 +101,6 @@ def load_tools(specs: Sequence[str]) -> list[Any]:
         CLIError: A module cannot be imported, has no tools, or two tools share a name.
     """
     tools: list[Any] = []
-    names: set[str] = set()
     for spec in specs:
         try:
             module = _import(spec)
@@ -119,48 +118,16 @@ def load_tools(specs: Sequence[str]) -> list[Any]:
                 f"--tools: {spec} has no tools (module-level objects with to_schema(), such as "
                 "functions decorated with @llmtap.tool)"
             )
-        for tool in found:
-            name = _tool_name(tool)
-            if name in names:
-                raise CLIError(f"--tools: two tools are named {name!r}")
-            names.add(name)
-            tools.append(tool)
+        tools += found
+    if tools:
+        try:
+            as_tools(tools)  # the tool loop's own checks: names, duplicates
+        except LLMUsageError as exc:
+            raise CLIError(f"--tools: {exc}") from None
     return tools
 
 
-def _tool_name(tool: Any) -> str:
-    schema = tool.to_schema()
-    function = schema.get("function") if isinstance(schema, dict) else None
-    name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str):
-        raise CLIError(f"--tools: {tool!r}.to_schema() has no function name")
-    return name
-
-
-async def _invoke(tool: Any, arguments: dict[str, Any]) -> tuple[str, bool]:
-    """Run one tool call: its output as text, and whether it failed."""
-    try:
-        call = getattr(tool, "call", None)
-        result = call(arguments) if callable(call) else tool(**arguments)
-        if inspect.isawaitable(result):
-            result = await result
-    except Exception as exc:
-        return f"error: {type(exc).__name__}: {exc}", True
-    if isinstance(result, str):
-        return result, False
-    return orjson.dumps(result, default=str).decode(), False
-
-
 # --- one answer ----------------------------------------------------------------------------
-
-
-def _library_tools(tools: Sequence[Any]) -> bool:
-    """Whether every tool is an ``llmtap.tool`` (what ``run_tools`` runs by its schema)."""
-    try:
-        from llmtap._tools import Tool
-    except ImportError:  # pragma: no cover - the tools module is part of the package
-        return False
-    return all(isinstance(tool, Tool) for tool in tools)
 
 
 async def answer(
@@ -171,45 +138,25 @@ async def answer(
     tools: Sequence[Any] = (),
     model: str | None = None,
 ) -> ChatResult:
-    """Stream the answer to ``messages`` into ``view``, running tool calls as the model
-    makes them; ``messages`` grows by the assistant's (and tools') messages.
-
-    ``@llmtap.tool`` functions run through ``client.run_tools``; other objects with a
-    ``to_schema()`` run through a small loop here that calls their ``call(arguments)`` (or
-    calls them with the arguments as keywords).
-    """
+    """Stream the answer to ``messages`` into ``view``; with tools, through the library's
+    tool loop (``run_tools``), which runs the calls the model makes. ``messages`` grows by
+    the assistant's (and tools') messages."""
     params: dict[str, Any] = {"model": model} if model else {}
-    run_tools = getattr(client, "run_tools", None)
-    if tools and run_tools is not None and _library_tools(tools):
-        return await _run_tools(run_tools, messages, view, tools, params)
-    by_name = {_tool_name(tool): tool for tool in tools}
-    for _ in range(MAX_TOOL_ROUNDS):
-        async with client.stream(messages, tools=list(tools) or None, **params) as stream:
-            if view is not None:
-                async for event in stream:
-                    view.feed(event)
-            result = await stream.result()
+    if tools:
+        return await _run_tools(client, messages, view, tools, params)
+    async with client.stream(messages, **params) as stream:
         if view is not None:
-            view.end_round()
-        messages.append(result.message)
-        if not result.tool_calls or not by_name:
-            return result
-        for call in result.tool_calls:
-            if view is not None:
-                view.tool_call(call.name, call.arguments)
-            tool = by_name.get(call.name)
-            if tool is None:
-                output, failed = f"error: there is no tool named {call.name!r}", True
-            else:
-                output, failed = await _invoke(tool, call.arguments)
-            if view is not None:
-                view.tool_result(call.name, output, failed=failed)
-            messages.append(Message.tool(output, tool_call_id=call.id, name=call.name))
-    raise CLIError(f"The model still called tools after {MAX_TOOL_ROUNDS} rounds; stopped", code=1)
+            async for event in stream:
+                view.feed(event)
+        result = await stream.result()
+    if view is not None:
+        view.end_round()
+    messages.append(result.message)
+    return result
 
 
 async def _run_tools(
-    run_tools: Any,
+    client: LLMClient,
     messages: list[MessageLike],
     view: AnswerView | None,
     tools: Sequence[Any],
@@ -229,7 +176,7 @@ async def _run_tools(
         elif kind == "tool_call_finished":
             view.tool_result(event.call.name, event.output, failed=event.error is not None)
 
-    run = await run_tools(
+    run = await client.run_tools(
         list(messages),
         list(tools),
         max_rounds=MAX_TOOL_ROUNDS,
