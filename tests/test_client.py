@@ -538,6 +538,58 @@ async def test_kept_alive_connection_the_server_closed_is_not_an_error() -> None
     assert connections == 2
 
 
+#: One keep-alive time per burst, from closing a connection right after its answer to closing
+#: it after a few milliseconds idle: at some of them the server's close meets the client's next
+#: request on that connection (the gap between an answer and the connection's next use is
+#: about a millisecond here), whatever the machine's speed.
+IDLE_CLOSES = (0.0, 0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008)
+#: Between two bursts: longer than every keep-alive time, so every idle connection is closed.
+BURST_PAUSE = 0.05
+
+
+async def _burst(client: LLMClient, burst: int) -> list[str]:
+    """16 chat() calls, at most 8 at a time; their texts in call order."""
+    gate = asyncio.Semaphore(8)
+
+    async def call(index: int) -> str:
+        async with gate:
+            result = await client.chat([Message.user(f"burst {burst} call {index}")])
+            return result.text
+
+    return await asyncio.gather(*(call(index) for index in range(16)))
+
+
+async def test_bursts_lose_no_request_to_connections_the_server_closed_while_idle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 21 item 3. With max_retries=0, bursts of 16 chat() calls (8 at a time), against a
+    server that closes kept-alive connections once idle: every call is answered, the server
+    answered each request exactly once (a request that met a closed connection never reached
+    it, and was sent again on another connection), and no connection is left in use."""
+    caplog.set_level(logging.DEBUG, logger="llmtap")
+    async with TestServer(dialect="llamacpp") as server:
+        async with make_client(server.url, max_retries=0) as client:
+            texts = []
+            for burst, keep_alive in enumerate(IDLE_CLOSES):
+                server.keep_alive = keep_alive
+                texts.append(await _burst(client, burst))
+                await asyncio.sleep(BURST_PAUSE)
+            in_use = client.connections_in_use
+    prompts = [[f"burst {b} call {i}" for i in range(16)] for b in range(len(IDLE_CLOSES))]
+    answered = [request.json["messages"][-1]["content"] for request in server.chat_requests]
+    dropped = [request.json["messages"][-1]["content"] for request in server.dropped_requests]
+    resent = [r for r in caplog.records if r.getMessage().startswith("llm_stale_connection")]
+    assert texts == [[f"echo: {prompt}" for prompt in burst] for burst in prompts]
+    assert sorted(answered) == sorted(prompt for burst in prompts for prompt in burst)
+    # Some requests reached the server just as it closed their connection: each of those was
+    # resent, and answered once.
+    assert set(dropped) <= set(answered)
+    assert len(dropped) <= len(resent)
+    assert in_use == 0
+    assert server.idle_closes == server.connections  # every connection was closed once idle
+    assert resent != [], "no request met a closed connection: the race was not run"
+
+
 # --- the pool ------------------------------------------------------------------------------
 
 

@@ -372,6 +372,44 @@ async def test_a_failure_before_output_moves_to_another_endpoint(no_waits: None)
     assert (chats(a), chats(b)) == (1, 1)
 
 
+async def test_a_500_naming_the_request_is_raised_once_and_takes_no_endpoint_out(
+    no_waits: None, events: Events
+) -> None:
+    """Issue 21 item 1: a 500 whose message names the request (llama-server's "image input
+    is not supported") is the request's fault: raised after one attempt, not sent to the other
+    endpoint, no endpoint taken out, and the next request is answered."""
+    async with serving("llamacpp", "llamacpp") as (a, b):
+        a.script(Reply(status=500, error_message="image input is not supported"))
+        async with make_router([a, b], strategy="failover") as router:
+            with pytest.raises(LLMResponseError) as info:
+                await router.chat(HELLO)
+            states = [s.state for s in router.stats()]
+            result = await router.chat(HELLO)
+    assert (info.value.status_code, info.value.server_message) == (
+        500,
+        "image input is not supported",
+    )
+    assert states == ["healthy", "healthy"]
+    assert events.named("router_endpoint_down") == []
+    assert (result.text, chats(a), chats(b)) == ("echo: hello", 2, 0)
+
+
+async def test_a_plain_500_moves_to_the_other_endpoint_and_takes_the_first_out(
+    no_waits: None, events: Events
+) -> None:
+    """The control: a plain 500 Internal Server Error says the server is in trouble: the
+    request goes to the other endpoint, and the first is taken out."""
+    async with serving("llamacpp", "llamacpp") as (a, b):
+        a.script(Reply(status=500))
+        async with make_router([a, b], strategy="failover") as router:
+            result = await router.chat(HELLO)
+            states = [s.state for s in router.stats()]
+    assert (result.text, chats(a), chats(b)) == ("echo: hello", 1, 1)
+    assert states == ["cooling_down", "healthy"]
+    down = [(e["endpoint"], e["error"]) for e in events.named("router_endpoint_down")]
+    assert down == [(a.url, "LLMResponseError: The server answered 500: Internal Server Error")]
+
+
 async def test_a_failure_after_output_raises_and_is_not_moved(no_waits: None) -> None:
     """A connection reset after text reached the caller raises LLMStreamInterrupted with that
     text; the request is not sent anywhere else."""

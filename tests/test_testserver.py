@@ -769,6 +769,67 @@ async def test_stop_then_start_on_the_same_port(session: aiohttp.ClientSession) 
         await server.stop()
 
 
+async def _get_health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bytes:
+    """Send ``GET /health`` on a raw kept-alive connection; the response's status line."""
+    writer.write(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = re.search(rb"(?i)content-length: *(\d+)", head)
+    assert length is not None
+    await reader.readexactly(int(length.group(1)))
+    return head.split(b"\r\n", 1)[0]
+
+
+async def test_keep_alive_closes_a_connection_idle_that_long_after_its_answer() -> None:
+    """keep_alive=0.1: the server closes a kept-alive connection 0.1 s after its answer,
+    without a ``Connection: close`` first."""
+    loop = asyncio.get_running_loop()
+    async with TestServer("llamacpp", keep_alive=0.1) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            assert await _get_health(reader, writer) == b"HTTP/1.1 200 OK"
+            answered = loop.time()
+            assert await asyncio.wait_for(reader.read(), 5.0) == b""  # the server's close
+            idle = loop.time() - answered
+        finally:
+            writer.close()
+        assert server.idle_closes == 1
+    assert 0.1 <= idle < 1.0
+
+
+async def test_keep_alive_answers_requests_sooner_than_that_on_the_same_connection() -> None:
+    """A request that comes within keep_alive of the last answer is answered on the same
+    connection, and starts the idle time over."""
+    async with TestServer("llamacpp", keep_alive=0.25) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            lines = [await _get_health(reader, writer)]
+            for _ in range(2):
+                await asyncio.sleep(0.15)  # each gap is shorter than 0.25 s, the two longer
+                lines.append(await _get_health(reader, writer))
+        finally:
+            writer.close()
+        assert (lines, server.connections, server.idle_closes) == ([b"HTTP/1.1 200 OK"] * 3, 1, 0)
+
+
+def test_keep_alive_must_not_be_negative() -> None:
+    """A negative keep_alive is refused, naming the argument."""
+    with pytest.raises(ValueError, match="keep_alive must be >= 0"):
+        TestServer("llamacpp", keep_alive=-1.0)
+
+
+async def test_keep_alive_never_closes_a_new_connection_before_its_first_request() -> None:
+    """The idle time starts after an answer: a connection whose first request comes later
+    than keep_alive is answered."""
+    async with TestServer("llamacpp", keep_alive=0.05) as server:
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        try:
+            await asyncio.sleep(0.2)
+            line = await _get_health(reader, writer)
+        finally:
+            writer.close()
+    assert line == b"HTTP/1.1 200 OK"
+
+
 async def test_stop_cancels_a_stalled_answer(session: aiohttp.ClientSession) -> None:
     """stop() ends an answer that sleeps in a stall at once; the client sees a broken body."""
     loop = asyncio.get_running_loop()

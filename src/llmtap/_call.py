@@ -189,7 +189,8 @@ class Progress:
         self.first_at: float | None = None
         self._dialect = dialect
         #: Which server answered, as the chunks tell (see ``guess_server``): guessed from
-        #: the first chunk, then from each finish chunk (llama.cpp and vLLM mark those).
+        #: the first chunk, then from each finish chunk (vLLM marks those, and llama.cpp
+        #: without a usage chunk) and usage chunk (llama.cpp marks it).
         self.server: ServerKind | None = None
         #: The answer's id, from the first chunk that carries one.
         self.response_id: str | None = None
@@ -229,7 +230,14 @@ class Progress:
             kind = type(event)
             if kind is FinishEvent:
                 self.server = guess_server(self._dialect, chunk)
-            elif kind is not UsageEvent and self.first_at is None:
+            elif kind is UsageEvent:
+                # llama-server puts its timings on the usage chunk when there is one (and
+                # then not on the finish chunk); a usage chunk without a mark of its own
+                # leaves the finish chunk's guess alone.
+                guessed = guess_server(self._dialect, chunk)
+                if guessed != "openai-compatible":
+                    self.server = guessed
+            elif self.first_at is None:
                 self.first_at = self._loop.time()
 
 

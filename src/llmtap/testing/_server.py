@@ -119,6 +119,14 @@ class TestServer:
     Every attribute set by the constructor can be changed while the server runs; it is read
     at each request.
 
+    With ``keep_alive`` set, the server closes a kept-alive connection once it has been idle
+    for that many seconds after an answer, without saying so beforehand (no ``Connection:
+    close``), as real servers do (llama.cpp's ``llama-server``: 5 s). A client that sends its
+    next request on such a connection just as the server closes it gets no answer there: the
+    close and the request cross on the wire. The shorter the time, the more often that race
+    is run; ``keep_alive=0`` closes every connection right after its answer, which
+    llama-cpp-python does after an empty 200.
+
     Args:
         dialect: The server to imitate: ``"openai"``, ``"ollama"``, ``"llamacpp"`` or
             ``"vllm"``.
@@ -143,6 +151,11 @@ class TestServer:
             Ollama resumes partial layers.
         fallback: Builds the reply for a chat request when no scripted reply is left, from
             the `RecordedRequest` (default: `echo_reply`).
+        keep_alive: Close a kept-alive connection once it has been idle this many seconds
+            after an answer (``None``, the default: keep it open until the client closes it).
+            A new connection is never closed before its first request. (aiohttp's own
+            ``keepalive_timeout`` also closes a new connection whose first request is slower
+            than the timeout, which would fail fresh connections at short timeouts.)
         context_length: The context length the listings report.
         reject_stream_options: Answer a chat request whose body has ``stream_options``
             with an OpenAI-shaped 400, as some strict OpenAI-compatible proxies do.
@@ -155,6 +168,10 @@ class TestServer:
     Attributes:
         requests: Every request received, on any path, in order of arrival, as
             `RecordedRequest` objects (a plain list: clear it to start over).
+        idle_closes: How many kept-alive connections ``keep_alive`` has closed so far.
+        dropped_requests: Requests that arrived on a connection ``keep_alive`` had just
+            closed (the close and the request crossed): never answered, and not in
+            ``requests``.
 
     Example:
         ::
@@ -185,6 +202,7 @@ class TestServer:
         pull_delay: float = 0.0,
         pull_reset_after: int | None = None,
         fallback: Callable[[RecordedRequest], Reply] | None = None,
+        keep_alive: float | None = None,
     ) -> None:
         if dialect not in _DEFAULT_MODELS:
             raise ValueError(f"dialect must be one of {sorted(_DEFAULT_MODELS)}, not {dialect!r}")
@@ -204,6 +222,15 @@ class TestServer:
         self.pull_delay = pull_delay
         self.pull_reset_after = pull_reset_after
         self.fallback = fallback
+        if keep_alive is not None and keep_alive < 0:
+            raise ValueError(f"keep_alive must be >= 0 seconds or None, not {keep_alive!r}")
+        self.keep_alive = keep_alive
+        self.idle_closes = 0
+        self.dropped_requests: list[RecordedRequest] = []
+        #: The pending idle close of each kept-alive connection, by transport.
+        self._idle_timers: weakref.WeakKeyDictionary[Any, asyncio.TimerHandle] = (
+            weakref.WeakKeyDictionary()
+        )
         #: Bytes of each layer digest "downloaded" by pulls so far (what a resume starts at).
         self._pulled: dict[str, int] = {}
         #: Every request received, on any path, in order of arrival.
@@ -301,6 +328,9 @@ class TestServer:
         if runner is None:
             return
         self._runner = None
+        for idle_timer in self._idle_timers.values():
+            idle_timer.cancel()
+        self._idle_timers.clear()
         for site in list(runner.sites):
             await site.stop()
         current = asyncio.current_task()
@@ -336,8 +366,12 @@ class TestServer:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        if request.transport is not None:
-            self._transports.add(request.transport)
+        transport = request.transport
+        if transport is not None:
+            self._transports.add(transport)
+            idle_timer = self._idle_timers.pop(transport, None)
+            if idle_timer is not None:
+                idle_timer.cancel()
         try:
             body = await request.read()
             headers: dict[str, str] = {}
@@ -352,11 +386,43 @@ class TestServer:
                 body=body,
                 connection=self._connection_number(request),
             )
+            if transport is not None and transport.is_closing():
+                # keep_alive closed this connection as the request came in: no answer.
+                self.dropped_requests.append(record)
+                return web.Response()
             self.requests.append(record)
-            return await self._dispatch(request, record)
+            response = await self._dispatch(request, record)
+            if self.keep_alive is not None and transport is not None:
+                await self._close_when_idle(request, response, transport, self.keep_alive)
+            return response
         finally:
             if task is not None:
                 self._handlers.discard(task)
+
+    async def _close_when_idle(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        transport: asyncio.BaseTransport,
+        keep_alive: float,
+    ) -> None:
+        """Finish ``response`` now (aiohttp would right after the handler), so that the idle
+        time starts after the whole answer, then close the connection ``keep_alive`` seconds
+        later unless another request has come on it by then."""
+        if transport.is_closing():  # a fault dropped it
+            return
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write_eof()
+        if not transport.is_closing():
+            loop = asyncio.get_running_loop()
+            self._idle_timers[transport] = loop.call_later(keep_alive, self._close_idle, transport)
+
+    def _close_idle(self, transport: asyncio.BaseTransport) -> None:
+        self._idle_timers.pop(transport, None)
+        if not transport.is_closing():
+            self.idle_closes += 1
+            transport.close()
 
     async def _on_response_prepare(
         self, request: web.Request, response: web.StreamResponse

@@ -340,7 +340,9 @@ class LlamaCppShape(OpenAIShape):
 
     def finish_chunk(self, content: Content) -> JSON:
         obj = super().finish_chunk(content)
-        obj["timings"] = self.timings(content)
+        # llama-server puts its timings on the last chunk: the usage chunk when one follows.
+        if not (self.facts.include_usage and content.usage is not None):
+            obj["timings"] = self.timings(content)
         return obj
 
     def usage_object(self, prompt: int, completion: int) -> JSON:
