@@ -514,16 +514,22 @@ async def test_kept_alive_connection_the_server_closed_is_not_an_error() -> None
         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
     )
     connections = 0
+    handlers: list[asyncio.Task[Any]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal connections
         connections += 1
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        await writer.drain()
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-            await reader.readuntil(b"\r\n\r\n")  # a second request on this connection:
-        writer.close()  # hang up without answering it
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append(task)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await reader.readuntil(b"\r\n\r\n")  # a second request on this connection:
+        finally:
+            writer.close()  # hang up without answering it
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
@@ -534,6 +540,7 @@ async def test_kept_alive_connection_the_server_closed_is_not_an_error() -> None
     finally:
         server.close()
         await server.wait_closed()
+        await asyncio.gather(*handlers, return_exceptions=True)  # each has closed its writer
     assert _text(first) == _text(second) == "hi"
     assert connections == 2
 
