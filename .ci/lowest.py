@@ -26,5 +26,7 @@ def floors(pyproject: Path) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    for name, version in sorted(floors(Path(__file__).resolve().parent.parent / "pyproject.toml").items()):
+    for name, version in sorted(
+        floors(Path(__file__).resolve().parent.parent / "pyproject.toml").items()
+    ):
         print(f"{name}=={version}")

@@ -21,7 +21,9 @@ from llmtap import (
     RequestFinished,
     RequestStarted,
     Router,
+    Usage,
 )
+from llmtap._hooks import timings_of, usage_in
 from llmtap.testing import Reply, TestServer, no_retry_waits
 
 HELLO = [Message.user("hello")]
@@ -139,6 +141,39 @@ async def test_raw_chunks_report_the_finish_and_usage_they_carried() -> None:
     assert finished.finish_reason == "length"
     assert finished.usage is not None
     assert (finished.usage.prompt_tokens, finished.usage.completion_tokens) == (5, 2)
+
+
+async def test_raw_native_chunks_report_ollamas_own_speed() -> None:
+    """From Ollama's native stream, a raw RequestFinished has the counts of the final line
+    and the speed Ollama measured (``eval_count`` over ``eval_duration``: here 1 ms a token),
+    as a typed stream's result does."""
+    records = Records()
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="a b c", usage=(5, 3)), Reply(text="a b c", usage=(5, 3)))
+        config = LLMConfig(endpoint=server.url, api="ollama", model="m", hooks=[records])
+        async with LLMClient(config) as client:
+            chunks = [chunk async for chunk in client.stream_chat(HELLO)]
+            result = await client.chat(HELLO)
+    assert chunks
+    raw, typed = records.of(RequestFinished)
+    assert isinstance(raw, RequestFinished)
+    assert isinstance(typed, RequestFinished)
+    for finished in (raw, typed):
+        assert finished.usage is not None
+        assert (finished.usage.prompt_tokens, finished.usage.completion_tokens) == (5, 3)
+        assert finished.timings.tokens_per_second == pytest.approx(1000.0)
+    assert result.timings.tokens_per_second == pytest.approx(1000.0)
+
+
+def test_timings_ignore_metrics_of_the_wrong_type() -> None:
+    """Counters a server sent as strings are no figures: the speed is counted instead."""
+    timings = timings_of({"eval_count": "3", "eval_duration": 5, "load_duration": "x"}, 4, 0, 1, 3)
+    assert (timings.time_to_first_token, timings.total) == (1, 3)
+    assert timings.tokens_per_second == 2.0
+    assert timings.load_duration is None
+    assert usage_in({"eval_count": 2.5, "prompt_eval_count": 7}) == Usage(
+        prompt_tokens=7, completion_tokens=None, total_tokens=7
+    )
 
 
 async def test_a_retry_is_reported_with_its_wait_and_the_next_attempt_number() -> None:

@@ -20,7 +20,8 @@ import asyncio
 import itertools
 import logging
 import math
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from llmtap import _retry
@@ -34,7 +35,6 @@ from llmtap._hooks import (
     RequestFinished,
     RequestStarted,
     log_debug,
-    timings_from,
 )
 from llmtap._log import get_logger
 from llmtap._results import (
@@ -42,8 +42,6 @@ from llmtap._results import (
     ServerKind,
     StreamEvent,
     TextDelta,
-    Timings,
-    Usage,
     UsageEvent,
 )
 from llmtap._upstream import Upstream
@@ -65,12 +63,13 @@ __all__ = [
     "Progress",
     "Request",
     "Route",
-    "timings_of",
 ]
 
 _log = get_logger()
 _ids = itertools.count(1)
 _DEBUG_HOOKS = Hooks([log_debug])
+#: The last chunk of a raw answer that had none.
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 #: What :meth:`Call.open` gives as the first item of an answer that ended without one.
 ENDED: Any = object()
@@ -241,61 +240,6 @@ class Progress:
                 self.first_at = self._loop.time()
 
 
-def timing_figures(
-    accumulator: Accumulator | None,
-    completion_tokens: int | None,
-    started: float,
-    first_at: float | None,
-    ended: float,
-) -> tuple[float | None, float | None, float | None, float | None]:
-    """An answer's timings, as ``Timings``' four figures: to the first output, in all,
-    tokens per second (Ollama's own figure where it sent one, else counted from the first
-    output to the end), and Ollama's model load."""
-    metrics = accumulator.ollama_metrics if accumulator is not None else {}
-    tokens_per_second: float | None = None
-    if metrics.get("eval_count") and metrics.get("eval_duration"):
-        tokens_per_second = metrics["eval_count"] / (metrics["eval_duration"] / 1e9)
-    elif completion_tokens and first_at is not None and ended > first_at:
-        tokens_per_second = completion_tokens / (ended - first_at)
-    load = metrics.get("load_duration")
-    return (
-        None if first_at is None else first_at - started,
-        ended - started,
-        tokens_per_second,
-        None if load is None else load / 1e9,
-    )
-
-
-def timings_of(
-    accumulator: Accumulator | None,
-    usage: Usage | None,
-    started: float,
-    first_at: float | None,
-    ended: float,
-) -> Timings:
-    """An answer's :class:`Timings` (see :func:`timing_figures`)."""
-    completion = usage.completion_tokens if usage is not None else None
-    return timings_from(timing_figures(accumulator, completion, started, first_at, ended))
-
-
-def _raw_counts(decoder: ChunkDecoder | None) -> tuple[int | None, int | None] | None:
-    """The token counts in a raw stream's last chunk (OpenAI's usage, or Ollama's counts)."""
-    last = decoder.last if decoder is not None else None
-    if not last:
-        return None
-    usage = last.get("usage")
-    if type(usage) is dict:
-        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    elif "eval_count" in last or "prompt_eval_count" in last:
-        prompt, completion = last.get("prompt_eval_count"), last.get("eval_count")
-    else:
-        return None
-    return (
-        prompt if type(prompt) is int else None,
-        completion if type(completion) is int else None,
-    )
-
-
 class Call:
     """One logical call: its attempts, retries, deadline and hooks.
 
@@ -358,7 +302,7 @@ class Call:
         self.max_retries = max_retries
         if logging.getLogger("llmtap").isEnabledFor(logging.DEBUG):
             hooks = _DEBUG_HOOKS + hooks if hooks is not None else _DEBUG_HOOKS
-        self.hooks = hooks or None
+        self.hooks = hooks
         self.operation = operation
         self.model = model
         self.exposed = exposed
@@ -638,8 +582,6 @@ class Call:
         progress = self.progress
         if progress is not None:
             accumulator = progress.accumulator
-            usage = accumulator.usage
-            completion = usage.completion_tokens if usage is not None else None
             return RequestFinished(
                 self.id,
                 upstream.name,
@@ -649,15 +591,18 @@ class Call:
                 accumulator.finish_reason,
                 progress.response_id,
                 (
-                    usage,
-                    timing_figures(accumulator, completion, self.started, progress.first_at, ended),
+                    accumulator.usage,
+                    accumulator.ollama_metrics,
+                    self.started,
+                    progress.first_at,
+                    ended,
                 ),
             )
-        counts = _raw_counts(decoder)
-        last = decoder.last if decoder is not None else None
-        model = last.get("model") if last else None
-        response_id = last.get("id") if last else None
-        completion = counts[1] if counts is not None else None
+        # A raw stream: its last chunk holds the counts (and, from Ollama, its metrics),
+        # read only when a hook asks for the usage or timings.
+        last: Mapping[str, Any] = (decoder.last if decoder is not None else None) or _NOTHING
+        model = last.get("model")
+        response_id = last.get("id")
         return RequestFinished(
             self.id,
             upstream.name,
@@ -666,7 +611,7 @@ class Call:
             self.attempts,
             decoder.finish_reason if decoder is not None else None,
             response_id if type(response_id) is str else None,
-            (counts, timing_figures(None, completion, self.started, self.first_chunk_at, ended)),
+            (last, last, self.started, self.first_chunk_at, ended),
         )
 
     async def _on_failure(self, error: LLMError, delivered: int) -> LLMError:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import orjson
@@ -38,10 +39,14 @@ __all__ = [
     "RequestFailed",
     "RequestFinished",
     "RequestStarted",
-    "timings_from",
+    "timings_of",
+    "usage_in",
 ]
 
 _log = get_logger()
+
+#: No Ollama metrics (an answer from any other server).
+_NO_METRICS: Mapping[str, Any] = MappingProxyType({})
 
 #: What a call does: a chat answer, or embeddings.
 Operation = Literal["chat", "embeddings"]
@@ -138,8 +143,8 @@ class RequestFinished:
         attempts: Attempts made (refits included).
         finish_reason: Why the answer ended (``None`` for embeddings).
         response_id: The answer's id, where the server gave one.
-        usage: Token counts, where the server sent them (built when first read).
-        timings: Time to first token, total, tokens per second (built when first read).
+        usage: Token counts, where the server sent them (built when read).
+        timings: Time to first token, total, tokens per second (built when read).
     """
 
     call_id: int
@@ -149,28 +154,29 @@ class RequestFinished:
     attempts: int
     finish_reason: str | None
     response_id: str | None
-    #: What ``usage`` and ``timings`` are built from, when asked for: a ``Usage`` (or the
-    #: counts ``(prompt, completion)``, or ``None``), and ``Timings``' four figures.
-    figures: tuple[Any, tuple[float | None, float | None, float | None, float | None]] = field(
-        repr=False, compare=False, default=(None, (None, None, None, None))
+    #: What ``usage`` and ``timings`` are built from, only when read: the usage (a ``Usage``,
+    #: or a raw stream's last chunk holding its counts, or ``None``), Ollama's metrics, and
+    #: the call's clock readings (its start, its first chunk, its end).
+    source: tuple[Any, Mapping[str, Any], float, float | None, float] = field(
+        repr=False, compare=False, default=(None, _NO_METRICS, 0.0, None, 0.0)
     )
 
     @property
     def usage(self) -> Usage | None:
-        """Token counts, where the server sent them."""
-        counts = self.figures[0]
+        """Token counts, where the server sent them (built on each read)."""
+        counts = self.source[0]
         if counts is None or isinstance(counts, Usage):
             return counts
-        prompt, completion = counts
-        total = (prompt or 0) + (completion or 0)
-        return trusted(
-            Usage, prompt_tokens=prompt, completion_tokens=completion, total_tokens=total
-        )
+        return usage_in(counts)
 
     @property
     def timings(self) -> Timings:
-        """Time to the first token, in all, and tokens per second (seconds)."""
-        return timings_from(self.figures[1])
+        """Time to the first token, in all, and tokens per second (seconds; built on each
+        read)."""
+        usage = self.usage
+        _counts, metrics, started, first_at, ended = self.source
+        completion = usage.completion_tokens if usage is not None else None
+        return timings_of(metrics, completion, started, first_at, ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,16 +197,62 @@ class RequestFailed:
     error: LLMError
 
 
-def timings_from(figures: tuple[float | None, float | None, float | None, float | None]) -> Timings:
-    """``Timings`` from its four figures: to the first token, in all, tokens per second, and
-    the model's load."""
-    first, total, speed, load = figures
+def _count(value: Any) -> int | float | None:
+    return value if type(value) is int or type(value) is float else None
+
+
+def usage_in(chunk: Mapping[str, Any]) -> Usage | None:
+    """The token counts a raw stream's chunk carries (OpenAI's ``usage``, or Ollama's
+    ``prompt_eval_count`` and ``eval_count``); ``None`` when it carries none."""
+    usage = chunk.get("usage")
+    if type(usage) is dict:
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    elif "eval_count" in chunk or "prompt_eval_count" in chunk:
+        prompt, completion = chunk.get("prompt_eval_count"), chunk.get("eval_count")
+    else:
+        return None
+    prompt = prompt if type(prompt) is int else None
+    completion = completion if type(completion) is int else None
+    return trusted(
+        Usage,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=(prompt or 0) + (completion or 0),
+    )
+
+
+def timings_of(
+    metrics: Mapping[str, Any],
+    completion_tokens: int | None,
+    started: float,
+    first_at: float | None,
+    ended: float,
+) -> Timings:
+    """An answer's :class:`Timings`: to the first output, in all, tokens per second
+    (Ollama's own figure where ``metrics`` hold one, else ``completion_tokens`` counted from
+    the first output to the end), and Ollama's model load.
+
+    Args:
+        metrics: Ollama's native counters and nanosecond durations (``eval_count``,
+            ``eval_duration``, ``load_duration``), where the server sent them.
+        completion_tokens: The answer's tokens, where known.
+        started: When the call started (the loop's clock).
+        first_at: When its first output arrived (``None``: none did).
+        ended: When it ended.
+    """
+    speed: float | None = None
+    evals, eval_ns = _count(metrics.get("eval_count")), _count(metrics.get("eval_duration"))
+    if evals and eval_ns:
+        speed = evals / (eval_ns / 1e9)
+    elif completion_tokens and first_at is not None and ended > first_at:
+        speed = completion_tokens / (ended - first_at)
+    load = _count(metrics.get("load_duration"))
     return trusted(
         Timings,
-        time_to_first_token=first,
-        total=total,
+        time_to_first_token=None if first_at is None else first_at - started,
+        total=ended - started,
         tokens_per_second=speed,
-        load_duration=load,
+        load_duration=None if load is None else load / 1e9,
     )
 
 

@@ -13,8 +13,9 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self
 
-from llmtap._call import ENDED, Call, Request, timings_of
+from llmtap._call import ENDED, Call, Request
 from llmtap._errors import LLMError, LLMUsageError
+from llmtap._hooks import timings_of
 from llmtap._log import get_logger
 from llmtap._results import ChatResult, StreamEvent, TextDelta
 from llmtap._upstream import Upstream
@@ -235,7 +236,14 @@ async def build_result(call: Call) -> ChatResult:
     assert isinstance(request, ChatRequest)
     ended = call.ended_at if call.ended_at is not None else asyncio.get_running_loop().time()
     accumulator = progress.accumulator
-    timings = timings_of(accumulator, accumulator.usage, call.started, progress.first_at, ended)
+    usage = accumulator.usage
+    timings = timings_of(
+        accumulator.ollama_metrics,
+        usage.completion_tokens if usage is not None else None,
+        call.started,
+        progress.first_at,
+        ended,
+    )
     server = upstream.server or progress.server or guess_server(request.dialect, None)
     warnings = []
     if request.dialect == "ollama":
