@@ -13,6 +13,7 @@ __all__ = ["render", "summary_table", "targets"]
 
 BASE = "llmtap.stream_chat"
 FLOOR = "floor"
+HOOKED = "llmtap.stream_chat+hook"
 _CPU_SCENARIOS = ("one_stream", "streams_200", "streams_1000", "paced_200", "idle_pool")
 _SUMMARY = (
     ("one_stream", "one stream µs/chunk"),
@@ -175,14 +176,32 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     1.3,
                 )
             )
-    for scenario in _CPU_SCENARIOS:
-        out.append(
-            _target(
-                f"stream_chat with one no-op hook ≤ 1.05× without ({scenario})",
-                _ratio(v(scenario, "llmtap.stream_chat+hook"), v(scenario, BASE)),
-                1.05,
-            )
+    # A hook's cost is a few microseconds a call, far below the rounds' noise in any one
+    # scenario (±5-10%); the per-chunk figure is the geometric mean over the per-chunk
+    # scenarios, each of which the tables show on its own.
+    hooked = {
+        scenario: _ratio(v(scenario, HOOKED), v(scenario, BASE))
+        for scenario in _CPU_SCENARIOS
+        if scenario != "idle_pool"
+    }
+    known = [ratio for ratio in hooked.values() if ratio is not None]
+    out.append(
+        _target(
+            "stream_chat with one no-op hook: CPU/chunk ≤ 1.05× without (geometric mean of "
+            + ", ".join(hooked)
+            + ")",
+            math.prod(known) ** (1 / len(known)) if len(known) == len(hooked) else None,
+            1.05,
+            ", ".join(f"{name} {_num(ratio)}" for name, ratio in hooked.items()),
         )
+    )
+    out.append(
+        _target(
+            "stream_chat with one no-op hook: CPU/request ≤ 1.05× without (idle_pool)",
+            _ratio(v("idle_pool", HOOKED), v("idle_pool", BASE)),
+            1.05,
+        )
+    )
     out.append(
         _target(
             "stream_chat CPU/request with 200 idle connections ≤ 1.5× the bare aiohttp loop",
@@ -254,8 +273,9 @@ def render(results: dict[str, Any]) -> str:
             unmeasured += 1
             continue
         state = "MET  " if target["met"] else "UNMET"
+        detail = f"; {target['detail']}" if target.get("detail") else ""
         lines.append(
-            f"{state} {target['target']}: {target['figure']:g} (limit {target['limit']:g})"
+            f"{state} {target['target']}: {target['figure']:g} (limit {target['limit']:g}{detail})"
         )
     if unmeasured:
         lines.append(f"({unmeasured} targets need scenarios this run left out)")
