@@ -167,7 +167,8 @@ async def test_raw_native_chunks_report_ollamas_own_speed() -> None:
 
 def test_timings_ignore_metrics_of_the_wrong_type() -> None:
     """Counters a server sent as strings are no figures: the speed is counted instead."""
-    timings = timings_of({"eval_count": "3", "eval_duration": 5, "load_duration": "x"}, 4, 0, 1, 3)
+    metrics = {"eval_count": "3", "eval_duration": 5, "load_duration": "x"}
+    timings = timings_of(metrics, Usage(completion_tokens=4), 0, 1, 3)
     assert (timings.time_to_first_token, timings.total) == (1, 3)
     assert timings.tokens_per_second == 2.0
     assert timings.load_duration is None

@@ -104,6 +104,12 @@ class Route(Protocol):
         ...
 
     @property
+    def server(self) -> ServerKind | None:
+        """The kind of server the call starts on, when known before it picks one (a
+        client's, after preflight); ``None`` for a router."""
+        ...
+
+    @property
     def log_prefix(self) -> str:
         """Prefix of the retry log events (``llm_retry``, ``router_retry``)."""
         ...
@@ -142,6 +148,10 @@ class Direct:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         self.endpoint: str | None = upstream.name
+
+    @property
+    def server(self) -> ServerKind | None:
+        return self.upstream.server
 
     async def acquire(self, call: Call, wait: float) -> Upstream:
         if wait > 0:
@@ -214,6 +224,11 @@ class Progress:
             if self.first_at is None or type(events[-1]) is not TextDelta:
                 self._note(chunk, events)
         return () if self.quiet else events
+
+    def server_on(self, upstream: Upstream) -> ServerKind:
+        """The kind of server answering on ``upstream``: as a probe found it, else as the
+        chunks told, else the default for its dialect."""
+        return upstream.server or self.server or guess_server(upstream.dialect, None)
 
     def take_whole(self, body: dict[str, Any]) -> Sequence[StreamEvent]:
         """Feed a whole, non-streamed answer and return its events (none when quiet)."""
@@ -379,7 +394,7 @@ class Call:
                     self.operation,
                     self.model or (first.model if first is not None else None),
                     self.route.endpoint,
-                    first_server(self.route),
+                    self.route.server,
                     self.stream,
                     1,
                     first.body if first is not None else None,
@@ -521,7 +536,7 @@ class Call:
         assert progress is not None
         request = request_for(upstream)
         previous = self.request
-        server = upstream.server or progress.server or guess_server(upstream.dialect, None)
+        server = progress.server_on(upstream)
         if (
             server not in RESUMABLE_SERVERS
             or not isinstance(request, ChatRequest)
@@ -719,8 +734,7 @@ class Call:
         accumulator = progress.accumulator
         if accumulator.tool_calls_started or not accumulator.text:
             return False
-        server = upstream.server or progress.server or guess_server(upstream.dialect, None)
-        return server in RESUMABLE_SERVERS
+        return progress.server_on(upstream) in RESUMABLE_SERVERS
 
     def _give_back(self, ended: Ended | None = None) -> None:
         """Give the current server's slot back, once, with how the attempt ended (``None``:
@@ -728,8 +742,3 @@ class Call:
         if self._held and self.upstream is not None:
             self._held = False
             self.route.release(self, self.upstream, ended or _STOPPED)
-
-
-def first_server(route: Route) -> str | None:
-    """The kind of server a call starts on, when known before it picks one (a client's)."""
-    return route.upstream.server if isinstance(route, Direct) else None

@@ -10,7 +10,7 @@ turns each call into a :class:`~llmtap._call.Call`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
 from llmtap import _models
@@ -20,7 +20,6 @@ from llmtap._errors import scrub
 from llmtap._hooks import Hooks
 from llmtap._messages import check_messages
 from llmtap._parse import parse as _parse
-from llmtap._preflight import run_preflight
 from llmtap._results import (
     ChatResult,
     ModelDetails,
@@ -29,10 +28,11 @@ from llmtap._results import (
     PullProgress,
     ServerKind,
 )
-from llmtap._stream import ChatStream, ChunkStream, build_result
+from llmtap._stream import ChatStream, ChunkStream, RequestFor, whole_answer
 from llmtap._toolloop import ToolEventHandler, ToolRun, run_tools
 from llmtap._upstream import Upstream
 from llmtap._wire.dialects import MessageLike
+from llmtap._wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from llmtap._hooks import Operation
@@ -132,6 +132,23 @@ class LLMClient:
             resume=resume,
         )
 
+    def _requests(
+        self,
+        messages: Iterable[MessageLike],
+        tools: Sequence[Any] | None,
+        params: Mapping[str, Any],
+        *,
+        stream: bool = True,
+    ) -> tuple[RequestFor, ChatRequest]:
+        """How a chat call's request is built for a server (again, for a refit or a
+        retry), and its first request, built now so that bad input raises here."""
+        checked = check_messages(messages)
+
+        def request_for(upstream: Upstream) -> ChatRequest:
+            return upstream.chat_request(checked, tools, params, stream=stream)
+
+        return request_for, request_for(self._upstream)
+
     def stream_chat(
         self,
         messages: Iterable[MessageLike],
@@ -156,13 +173,7 @@ class LLMClient:
             LLMStreamError: The stream was malformed or ended without an answer.
             LLMStreamInterrupted: Any of the above after chunks reached the caller.
         """
-        messages = check_messages(messages)
-        request = self._upstream.chat_request(messages, tools, params, stream=True)
-        return ChunkStream(
-            self._call(max_retries=0),
-            lambda upstream: upstream.chat_request(messages, tools, params, stream=True),
-            request,
-        )
+        return ChunkStream(self._call(max_retries=0), *self._requests(messages, tools, params))
 
     def stream_chat_with_retry(
         self,
@@ -178,13 +189,7 @@ class LLMClient:
         yielded, nothing is retried: a later failure raises :class:`LLMStreamInterrupted`
         carrying the partial text, so the caller never sees a token twice.
         """
-        messages = check_messages(messages)
-        request = self._upstream.chat_request(messages, tools, params, stream=True)
-        return ChunkStream(
-            self._call(),
-            lambda upstream: upstream.chat_request(messages, tools, params, stream=True),
-            request,
-        )
+        return ChunkStream(self._call(), *self._requests(messages, tools, params))
 
     def stream(
         self,
@@ -211,13 +216,7 @@ class LLMClient:
                 assistant message (Ollama, llama.cpp, vLLM) and never once tool calls began.
             **params: Passed through into the request body.
         """
-        messages = check_messages(messages)
-        request = self._upstream.chat_request(messages, tools, params, stream=True)
-        return ChatStream(
-            self._call(resume=resume),
-            lambda upstream: upstream.chat_request(messages, tools, params, stream=True),
-            request,
-        )
+        return ChatStream(self._call(resume=resume), *self._requests(messages, tools, params))
 
     async def chat(
         self,
@@ -242,18 +241,9 @@ class LLMClient:
                 where the server can (see :meth:`stream`).
             **params: Passed through into the request body.
         """
-        messages = check_messages(messages)
-        request = self._upstream.chat_request(messages, tools, params, stream=stream)
+        request_for, request = self._requests(messages, tools, params, stream=stream)
         call = self._call(exposed=False, resume=resume and stream, stream=stream)
-        reader, _ = await call.open(
-            lambda upstream: upstream.chat_request(messages, tools, params, stream=stream),
-            first=request,
-            typed=True,
-            quiet=True,
-        )
-        async for _event in reader:  # quiet: nothing, until the answer has been read
-            pass
-        return await build_result(call)
+        return await whole_answer(call, request_for, request)
 
     # --- tools and structured output ------------------------------------------------------
 
@@ -478,13 +468,9 @@ class LLMClient:
                 check ran past ``preflight_timeout``).
             LLMResponseError: The server refused (auth), is still loading, has no such model,
                 or is not an LLM API at that URL.
-            LLMUsageError: No model is set and the server has several.
+            LLMModelError: No model is set and the server has several.
         """
-        upstream = self._upstream
-        report = await run_preflight(upstream.probe(), upstream.config, upstream.model)
-        upstream.server = report.server
-        upstream.model = report.model
-        return report
+        return await self._upstream.preflight()
 
 
 def client_for(upstream: Upstream) -> LLMClient:

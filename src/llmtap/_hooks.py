@@ -173,10 +173,8 @@ class RequestFinished:
     def timings(self) -> Timings:
         """Time to the first token, in all, and tokens per second (seconds; built on each
         read)."""
-        usage = self.usage
         _counts, metrics, started, first_at, ended = self.source
-        completion = usage.completion_tokens if usage is not None else None
-        return timings_of(metrics, completion, started, first_at, ended)
+        return timings_of(metrics, self.usage, started, first_at, ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,24 +221,25 @@ def usage_in(chunk: Mapping[str, Any]) -> Usage | None:
 
 def timings_of(
     metrics: Mapping[str, Any],
-    completion_tokens: int | None,
+    usage: Usage | None,
     started: float,
     first_at: float | None,
     ended: float,
 ) -> Timings:
     """An answer's :class:`Timings`: to the first output, in all, tokens per second
-    (Ollama's own figure where ``metrics`` hold one, else ``completion_tokens`` counted from
-    the first output to the end), and Ollama's model load.
+    (Ollama's own figure where ``metrics`` hold one, else the completion tokens of ``usage``
+    counted from the first output to the end), and Ollama's model load.
 
     Args:
         metrics: Ollama's native counters and nanosecond durations (``eval_count``,
             ``eval_duration``, ``load_duration``), where the server sent them.
-        completion_tokens: The answer's tokens, where known.
+        usage: The answer's token counts, where known.
         started: When the call started (the loop's clock).
         first_at: When its first output arrived (``None``: none did).
         ended: When it ended.
     """
     speed: float | None = None
+    completion_tokens = usage.completion_tokens if usage is not None else None
     evals, eval_ns = _count(metrics.get("eval_count")), _count(metrics.get("eval_duration"))
     if evals and eval_ns:
         speed = evals / (eval_ns / 1e9)

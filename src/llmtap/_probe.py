@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from llmtap._config import LLMConfig
-from llmtap._errors import LLMResponseError, LLMUsageError, redact_url
+from llmtap._errors import LLMModelError, LLMResponseError, LLMUsageError, redact_url
 from llmtap._results import ModelDetails, ModelInfo, ServerKind
 from llmtap._wire.dialects import parse_error_object
 from llmtap._wire.listings import (
@@ -156,6 +156,18 @@ class Probe:
             status, info, method="GET", url=url, endpoint=self._config.endpoint, route="listing"
         )
 
+    async def _get_ok(self, url: str, deadline: float) -> Any:
+        """``GET url`` for a listing route: its parsed body, when it answered 200.
+
+        Raises:
+            LLMResponseError: It refused (see :meth:`_refused`) or answered another status.
+        """
+        status, body, headers = await self.get(url, deadline=deadline)
+        self._refused(status, body, headers, url)
+        if status != 200:
+            raise self._failed(status, body, url)
+        return body
+
     async def server(self, *, deadline: float | None = None, version: bool = True) -> ServerInfo:
         """Which server this is: Ollama answers ``/api/version``; every other is told by its
         ``/v1/models`` (llama.cpp marks it, vLLM says ``owned_by: "vllm"``, and tells its
@@ -173,10 +185,7 @@ class Probe:
             return ServerInfo("ollama", body["version"])
         self._refused(status, body, headers, version_url)
         models_url = config.url_for("/v1/models")
-        status, body, headers = await self.get(models_url, deadline=deadline)
-        self._refused(status, body, headers, models_url)
-        if status != 200:
-            raise self._failed(status, body, models_url)
+        body = await self._get_ok(models_url, deadline)
         try:
             kind, _, _ = read_model_listing(body)
         except ValueError:
@@ -217,10 +226,7 @@ class Probe:
             self._refused(status, tags, headers, tags_url)
         models_url = self._config.url_for("/v1/models")
         if body is None:
-            status, body, headers = await self.get(models_url, deadline=deadline)
-            self._refused(status, body, headers, models_url)
-            if status != 200:
-                raise self._failed(status, body, models_url)
+            body = await self._get_ok(models_url, deadline)
         try:
             found, models = read_openai_listing(body)
             _, _, aliases = read_model_listing(body)
@@ -232,11 +238,9 @@ class Probe:
         """Ollama's ``/api/tags`` (``body``, when already read), joined with ``/api/ps``."""
         if body is None:
             tags_url = self._config.url_for("/api/tags")
-            status, body, headers = await self.get(tags_url, deadline=deadline)
-            self._refused(status, body, headers, tags_url)
-            ok = status == 200 and isinstance(body, dict)
-            if not ok or not isinstance(body.get("models"), list):
-                raise self._failed(status, body, tags_url)
+            body = await self._get_ok(tags_url, deadline)
+            if not isinstance(body, dict) or not isinstance(body.get("models"), list):
+                raise self._failed(200, body, tags_url)
         models = [m for e in body["models"] if isinstance(e, dict) and (m := read_ollama_entry(e))]
         try:
             running = {canonical_ollama_name(m.name): m for m in await self.running(deadline)}
@@ -262,10 +266,9 @@ class Probe:
             LLMResponseError: ``/api/ps`` did not answer with a listing (not Ollama).
         """
         url = self._config.url_for("/api/ps")
-        status, body, headers = await self.get(url, deadline=self._deadline(deadline))
-        self._refused(status, body, headers, url)
-        if status != 200 or not isinstance(body, dict):
-            raise self._failed(status, body, url)
+        body = await self._get_ok(url, self._deadline(deadline))
+        if not isinstance(body, dict):
+            raise self._failed(200, body, url)
         entries = body.get("models") or ()
         found = [read_ollama_entry(e) for e in entries if isinstance(e, dict)]
         return [m.model_copy(update={"loaded": True}) for m in found if m is not None]
@@ -290,8 +293,6 @@ class Probe:
         Raises:
             LLMModelError: The model is not on the server.
         """
-        from llmtap._errors import LLMModelError
-
         url = self._config.url_for("/api/show")
         deadline = self._deadline(deadline)
         try:

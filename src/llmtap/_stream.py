@@ -19,14 +19,20 @@ from llmtap._hooks import timings_of
 from llmtap._log import get_logger
 from llmtap._results import ChatResult, StreamEvent, TextDelta
 from llmtap._upstream import Upstream
-from llmtap._wire.dialects import guess_server
 from llmtap._wire.listings import canonical_ollama_name
 from llmtap._wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-__all__ = ["ChatStream", "ChunkStream", "RouterStream", "build_result"]
+__all__ = [
+    "ChatStream",
+    "ChunkStream",
+    "RequestFor",
+    "RouterStream",
+    "build_result",
+    "whole_answer",
+]
 
 _log = get_logger()
 
@@ -225,6 +231,17 @@ class RouterStream(ChatStream):
         return upstream.name if upstream is not None else None
 
 
+async def whole_answer(
+    call: Call, request_for: RequestFor, first: Request | None = None
+) -> ChatResult:
+    """Read a ``chat()`` call's answer to its end and give its ``ChatResult``: nothing
+    reaches the caller before it, so any failure may start over."""
+    reader, _ = await call.open(request_for, first=first, typed=True, quiet=True)
+    async for _event in reader:  # quiet: nothing, until the answer has been read
+        pass
+    return await build_result(call)
+
+
 async def build_result(call: Call) -> ChatResult:
     """The ``ChatResult`` of a call whose answer has ended: timings, server kind, and
     Ollama's truncation warning."""
@@ -236,15 +253,10 @@ async def build_result(call: Call) -> ChatResult:
     assert isinstance(request, ChatRequest)
     ended = call.ended_at if call.ended_at is not None else asyncio.get_running_loop().time()
     accumulator = progress.accumulator
-    usage = accumulator.usage
     timings = timings_of(
-        accumulator.ollama_metrics,
-        usage.completion_tokens if usage is not None else None,
-        call.started,
-        progress.first_at,
-        ended,
+        accumulator.ollama_metrics, accumulator.usage, call.started, progress.first_at, ended
     )
-    server = upstream.server or progress.server or guess_server(request.dialect, None)
+    server = progress.server_on(upstream)
     warnings = []
     if request.dialect == "ollama":
         prompt_tokens = accumulator.ollama_metrics.get("prompt_eval_count")

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from llmtap._config import LLMConfig
 from llmtap._errors import LLMUsageError, redact_url, register_secret
+from llmtap._preflight import run_preflight
 from llmtap._probe import Probe
-from llmtap._results import ServerKind
+from llmtap._results import PreflightReport, ServerKind
 from llmtap._wire.dialects import Dialect, MessageLike
 from llmtap._wire.embeddings import EmbeddingsRequest
 from llmtap._wire.request import ChatRequest, build_request
@@ -76,6 +77,14 @@ class Upstream:
     def probe(self) -> Probe:
         """Questions about the endpoint itself (kind, listings, details)."""
         return Probe(self.session, self.config)
+
+    async def preflight(self) -> PreflightReport:
+        """Check the server and the model (see ``llmtap._preflight``); afterwards requests
+        use the server's kind and the model as it names it."""
+        report = await run_preflight(self.probe(), self.config, self.model)
+        self.server = report.server
+        self.model = report.model
+        return report
 
     @property
     def dialect(self) -> Dialect:

@@ -208,11 +208,18 @@ class Exchange:
 
     async def _not_an_llm(self, content_type: str) -> LLMResponseError:
         body = await self._read_body(MAX_ERROR_BODY, strict=False)
-        return LLMResponseError(
+        return self._not_an_answer(
             f"The endpoint answered with {content_type or 'no content type'}, not an LLM "
             f"answer (body starts {excerpt(body, 120)}); check endpoint and api_path",
-            self.response.status,
             server_message=body[:2048].decode("utf-8", errors="replace"),
+        )
+
+    def _not_an_answer(self, message: str, server_message: str | None = None) -> LLMResponseError:
+        """The error for a body that is not what was asked for (at this response's status)."""
+        return LLMResponseError(
+            message,
+            self.response.status,
+            server_message=server_message,
             method=self.method,
             url=self.url,
             request_id=self.request_id,
@@ -233,13 +240,9 @@ class Exchange:
         try:
             obj = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise LLMResponseError(
+            raise self._not_an_answer(
                 f"The endpoint answered with JSON that does not parse: {excerpt(body)}; "
-                "check endpoint and api_path",
-                self.response.status,
-                method=self.method,
-                url=self.url,
-                request_id=self.request_id,
+                "check endpoint and api_path"
             ) from None
         if isinstance(obj, dict):
             if obj.get("error") is not None:
@@ -251,13 +254,9 @@ class Exchange:
             if isinstance(obj.get("message"), dict) and "done" in obj:
                 return obj  # Ollama native
         expected = "a chat completion" if chat else "a JSON object"
-        raise LLMResponseError(
+        raise self._not_an_answer(
             f"The endpoint answered with JSON that is not {expected}: "
-            f"{excerpt(body, 120)}; check endpoint and api_path",
-            self.response.status,
-            method=self.method,
-            url=self.url,
-            request_id=self.request_id,
+            f"{excerpt(body, 120)}; check endpoint and api_path"
         )
 
     def _server_error(self, info: ErrorInfo) -> LLMResponseError:
@@ -292,15 +291,10 @@ class Exchange:
             return self._whole(sink, on_first, on_end, on_failure, on_close, chat=True)
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type, on_failure, on_close)
-        decoder: ChunkDecoder
-        if content_type == "application/x-ndjson":
-            decoder = NDJSONChunks(
-                config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
-            )
-        else:
-            decoder = SSEChunks(
-                config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
-            )
+        kind = NDJSONChunks if content_type == "application/x-ndjson" else SSEChunks
+        decoder = kind(
+            config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
+        )
         return self.read(
             decoder, on_first=on_first, on_end=on_end, on_failure=on_failure, on_close=on_close
         )

@@ -28,12 +28,11 @@ from llmtap._errors import ConfigFileError, LLMError, LLMUsageError, redact_url
 from llmtap._hooks import Hook, Hooks, Operation
 from llmtap._messages import check_messages
 from llmtap._parse import parse as _parse
-from llmtap._preflight import run_preflight
 from llmtap._results import ChatResult, PreflightReport
 from llmtap._retry import counts_against
 from llmtap._router.endpoint import STRATEGIES, Endpoint, EndpointStats, RetryBudget, Strategy
 from llmtap._router.pool import Pool
-from llmtap._stream import ChunkStream, RouterStream, build_result
+from llmtap._stream import ChunkStream, RouterStream, whole_answer
 from llmtap._toolloop import ToolRun, run_tools
 from llmtap._upstream import Upstream
 from llmtap._wire.dialects import MessageLike
@@ -338,7 +337,7 @@ class Router:
         """
         self._pool.start()
         outcomes = await asyncio.gather(
-            *(self._preflight(e.upstream) for e in self._endpoints), return_exceptions=True
+            *(e.upstream.preflight() for e in self._endpoints), return_exceptions=True
         )
         reports: list[PreflightReport | LLMError] = []
         for endpoint, outcome in zip(self._endpoints, outcomes, strict=True):
@@ -351,21 +350,12 @@ class Router:
         await self._pool.refresh()
         return reports
 
-    @staticmethod
-    async def _preflight(upstream: Upstream) -> PreflightReport:
-        report = await run_preflight(upstream.probe(), upstream.config, upstream.model)
-        upstream.server = report.server
-        upstream.model = report.model
-        return report
-
     def stream_chat(
         self, messages: Iterable[MessageLike], tools: Sequence[Any] | None = None, **params: Any
     ) -> ChunkStream:
         """Like :meth:`LLMClient.stream_chat` on one endpoint the router picks: no retries."""
         call = self._call(params, max_retries=0)
-        return ChunkStream(
-            call, _chat_request(check_messages(messages), tools, params, call, stream=True)
-        )
+        return ChunkStream(call, _chat_request(messages, tools, params, call, stream=True))
 
     def stream_chat_with_retry(
         self, messages: Iterable[MessageLike], tools: Sequence[Any] | None = None, **params: Any
@@ -373,9 +363,7 @@ class Router:
         """Stream chunk dicts as :meth:`LLMClient.stream_chat_with_retry` does, moving to
         another endpoint after a retryable failure before the first chunk."""
         call = self._call(params)
-        return ChunkStream(
-            call, _chat_request(check_messages(messages), tools, params, call, stream=True)
-        )
+        return ChunkStream(call, _chat_request(messages, tools, params, call, stream=True))
 
     def stream(
         self,
@@ -392,9 +380,7 @@ class Router:
         prefill) on an endpoint that can continue it, as the single client does.
         """
         call = self._call(params, resume=resume)
-        return RouterStream(
-            call, _chat_request(check_messages(messages), tools, params, call, stream=True)
-        )
+        return RouterStream(call, _chat_request(messages, tools, params, call, stream=True))
 
     async def chat(
         self,
@@ -408,11 +394,8 @@ class Router:
         """Ask once and get the whole answer, as :meth:`LLMClient.chat` does. Nothing reaches
         the caller before the result, so a failure anywhere moves to another endpoint."""
         call = self._call(params, exposed=False, resume=resume and stream, stream=stream)
-        request_for = _chat_request(check_messages(messages), tools, params, call, stream=stream)
-        reader, _ = await call.open(request_for, typed=True, quiet=True)
-        async for _event in reader:  # quiet: nothing, until the answer has been read
-            pass
-        return await build_result(call)
+        request_for = _chat_request(messages, tools, params, call, stream=stream)
+        return await whole_answer(call, request_for)
 
     async def embed(
         self, texts: str | Sequence[str], *, model: str | None = None, **params: Any
@@ -496,6 +479,7 @@ class _Route:
     __slots__ = ("_deposit", "_pool", "budget", "endpoint")
 
     log_prefix = "router"
+    server = None  # picked per attempt
 
     def __init__(self, pool: Pool, budget: RetryBudget) -> None:
         self._pool = pool
@@ -534,7 +518,7 @@ class _Route:
 
 
 def _chat_request(
-    messages: list[MessageLike],
+    messages: Iterable[MessageLike],
     tools: Sequence[Any] | None,
     params: Mapping[str, Any],
     call: Call,
@@ -542,10 +526,11 @@ def _chat_request(
     stream: bool,
 ) -> Any:
     """The request builder of a routed chat call: each endpoint's own dialect, URL and
-    model."""
+    model. The messages are checked now, so that bad input raises at the call."""
+    checked = check_messages(messages)
 
     def request_for(upstream: Upstream) -> Any:
-        return upstream.chat_request(messages, tools, params, stream=stream, model=call.model)
+        return upstream.chat_request(checked, tools, params, stream=stream, model=call.model)
 
     return request_for
 
