@@ -14,9 +14,10 @@ _FLOOR = re.compile(r"^\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*>=\s*([0-9][^,;\s]*)"
 
 
 def floors(pyproject: Path) -> dict[str, str]:
-    """The ``>=`` floor of every requirement in the dependencies and the ``dev`` extra."""
+    """The ``>=`` floor of every requirement in the dependencies and every extra."""
     project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
-    requirements = [*project["dependencies"], *project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"].values()
+    requirements = [*project["dependencies"], *(r for extra in extras for r in extra)]
     found: dict[str, str] = {}
     for requirement in requirements:
         match = _FLOOR.match(requirement)

@@ -19,7 +19,7 @@ PACKAGE = SRC / "llmtap"
 LAYERS: list[set[str]] = [
     {"llmtap._version", "llmtap._errors"},
     {"llmtap._config", "llmtap._messages", "llmtap._docstrings"},
-    {"llmtap._log", "llmtap._results", "llmtap._tools"},
+    {"llmtap._log", "llmtap._results", "llmtap._tools", "llmtap._telemetry"},
     {"llmtap._wire"},
     {"llmtap._retry", "llmtap._hooks"},
     {"llmtap._http"},
@@ -32,6 +32,7 @@ LAYERS: list[set[str]] = [
     {"llmtap._router"},
     {"llmtap._sync"},
     {"llmtap"},
+    {"llmtap.otel", "llmtap.prometheus"},
     {"llmtap.cli", "llmtap.testing"},
 ]
 #: Packages whose modules count as one unit in the layers.

@@ -284,3 +284,116 @@ async def test_debug_logging_tells_each_call_by_its_id(caplog: pytest.LogCapture
     assert events == ["llm_request_started", "llm_first_chunk", "llm_request_finished"]
     ids = {record.llmtap["call_id"] for record in caplog.records}
     assert len(ids) == 1
+
+
+# --- every call ends with one record; headers from hooks; hooks for every call ---------------
+
+
+async def test_a_stream_closed_early_ends_with_request_cancelled() -> None:
+    """A caller that stops reading before the answer ended gets no RequestFinished: the
+    call's last record is RequestCancelled, once (an adapter keeping per-call state, such as
+    a span or an in-flight gauge, is never left waiting)."""
+    records = Records()
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(text="one two three four five six", delay_between=0.01))
+        async with LLMClient(_config(server.url, records)) as client:
+            async with client.stream(HELLO) as stream:
+                async for _event in stream:
+                    break
+    assert records.kinds == ["RequestStarted", "FirstChunk", "RequestCancelled"]
+    cancelled = records.records[-1]
+    assert cancelled == records.of(type(cancelled))[0]
+    assert (cancelled.call_id, cancelled.attempts) == (records.records[0].call_id, 1)
+
+
+async def test_a_cancelled_task_ends_its_call_with_request_cancelled() -> None:
+    """A task cancelled while its call waits for the headers: RequestCancelled, not
+    RequestFailed, and nothing after it."""
+    records = Records()
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(text="late", delay_before_headers=5))
+        async with LLMClient(_config(server.url, records)) as client:
+            task = asyncio.create_task(client.chat(HELLO))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert records.kinds == ["RequestStarted", "RequestCancelled"]
+
+
+async def test_a_stream_read_to_its_end_is_not_cancelled() -> None:
+    """Closing a stream after its end adds nothing: RequestFinished was its last record."""
+    records = Records()
+    async with TestServer(dialect="openai") as server:
+        async with LLMClient(_config(server.url, records)) as client:
+            async with client.stream(HELLO) as stream:
+                await stream.result()
+            chunks = [chunk async for chunk in client.stream_chat(HELLO)]
+    assert chunks
+    assert records.kinds == ["RequestStarted", "FirstChunk", "RequestFinished"] * 2
+
+
+async def test_headers_a_hook_adds_are_sent_with_every_attempt() -> None:
+    """What a hook puts in RequestStarted.headers goes out with each attempt (retries
+    included), beside llmtap's own headers."""
+
+    def tag(record: HookRecord) -> None:
+        if isinstance(record, RequestStarted):
+            record.headers["traceparent"] = f"00-{'1' * 32}-{'2' * 16}-01"
+
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(status=503), Reply(text="ok"))
+        config = LLMConfig(endpoint=server.url, model="m", hooks=[tag])
+        async with LLMClient(config) as client:
+            with no_retry_waits():
+                result = await client.chat(HELLO)
+        sent = [request.headers.get("traceparent") for request in server.requests]
+        assert result.text == "ok"
+        assert sent == [f"00-{'1' * 32}-{'2' * 16}-01"] * 2
+        assert {request.headers["content-type"] for request in server.requests} == {
+            "application/json"
+        }
+
+
+async def test_an_installed_hook_sees_every_client_and_router() -> None:
+    """install() gives a hook the records of every call in the process, after the call's own
+    hooks; uninstall() stops it."""
+    from llmtap._hooks import install, uninstall
+
+    seen = Records()
+    own = Records()
+    async with TestServer(dialect="openai") as server:
+        install(seen)
+        install(seen)  # twice: still once
+        try:
+            async with LLMClient(_config(server.url, own)) as client:
+                await client.chat(HELLO)
+            async with Router([{"endpoint": server.url, "model": "gpt-4o-mini"}]) as router:
+                await router.chat(HELLO)
+        finally:
+            uninstall(seen)
+        async with LLMClient(LLMConfig(endpoint=server.url, model="m")) as client:
+            await client.chat(HELLO)
+    assert own.kinds == ["RequestStarted", "FirstChunk", "RequestFinished"]
+    assert seen.kinds == ["RequestStarted", "FirstChunk", "RequestFinished"] * 2
+
+
+async def test_the_end_records_carry_url_body_and_chunks() -> None:
+    """RequestFinished names the URL that answered, the body that got the answer and how
+    many chunks it came in; its text and result are built on demand."""
+    records = Records()
+    async with TestServer(dialect="openai") as server:
+        server.script(Reply(chunks=["a", "b", "c"], usage=(4, 3)))
+        async with LLMClient(_config(server.url, records)) as client:
+            await client.chat(HELLO)
+    finished = records.of(RequestFinished)[0]
+    assert isinstance(finished, RequestFinished)
+    assert finished.url == server.url
+    assert finished.body is not None
+    assert b'"hello"' in finished.body
+    # role chunk, three text chunks, finish chunk, usage chunk
+    assert finished.chunks == 6
+    assert finished.text == "abc"
+    assert finished.result is not None
+    assert finished.result.text == "abc"
+    assert finished.result.usage.completion_tokens == 3

@@ -31,9 +31,11 @@ from llmtap._hooks import (
     FirstChunk,
     Hooks,
     Operation,
+    RequestCancelled,
     RequestFailed,
     RequestFinished,
     RequestStarted,
+    installed,
     log_debug,
 )
 from llmtap._log import get_logger
@@ -99,14 +101,9 @@ class Route(Protocol):
     """Where a call's attempts go: a client's one server, or a router's servers."""
 
     @property
-    def endpoint(self) -> str | None:
-        """The endpoint named in :class:`RequestStarted` (``None``: picked per attempt)."""
-        ...
-
-    @property
-    def server(self) -> ServerKind | None:
-        """The kind of server the call starts on, when known before it picks one (a
-        client's, after preflight); ``None`` for a router."""
+    def upstream(self) -> Upstream | None:
+        """The one server every attempt goes to (a client's); ``None`` for a router, which
+        picks one per attempt."""
         ...
 
     @property
@@ -140,18 +137,13 @@ class Route(Protocol):
 class Direct:
     """The one server of an :class:`LLMClient`."""
 
-    __slots__ = ("endpoint", "upstream")
+    __slots__ = ("upstream",)
 
     log_prefix = "llm"
     budget = None
 
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
-        self.endpoint: str | None = upstream.name
-
-    @property
-    def server(self) -> ServerKind | None:
-        return self.upstream.server
 
     async def acquire(self, call: Call, wait: float) -> Upstream:
         if wait > 0:
@@ -276,6 +268,7 @@ class Call:
         "_held",
         "_last_error",
         "_refitted",
+        "_terminal",
         "_verdict",
         "attempts",
         "deadline",
@@ -284,6 +277,7 @@ class Call:
         "exchange",
         "exposed",
         "first_chunk_at",
+        "headers",
         "hooks",
         "id",
         "max_retries",
@@ -315,9 +309,16 @@ class Call:
         self.route = route
         self.stream = stream
         self.max_retries = max_retries
+        process = installed()
+        if process is not None:
+            hooks = hooks + process if hooks is not None else process
         if logging.getLogger("llmtap").isEnabledFor(logging.DEBUG):
             hooks = _DEBUG_HOOKS + hooks if hooks is not None else _DEBUG_HOOKS
         self.hooks = hooks
+        #: Headers the hooks asked to send with every attempt (``None``: none).
+        self.headers: dict[str, str] | None = None
+        #: Whether the call's last record (finished, failed, cancelled) went out.
+        self._terminal = False
         self.operation = operation
         self.model = model
         self.exposed = exposed
@@ -384,23 +385,30 @@ class Call:
         Raises:
             LLMError: As the last attempt raised.
         """
-        loop = asyncio.get_running_loop()
         hooks = self.hooks
         if not self.attempts and not self.started:
-            self.started = loop.time()
+            self.started = asyncio.get_running_loop().time()
             if hooks is not None:
-                record = RequestStarted(
-                    self.id,
-                    self.operation,
-                    self.model or (first.model if first is not None else None),
-                    self.route.endpoint,
-                    self.route.server,
-                    self.stream,
-                    1,
-                    first.body if first is not None else None,
-                )
-                if (waiting := hooks.emit(record)) is not None:
-                    await waiting
+                await self._announce(first)
+        try:
+            return await self._attempts(request_for, first, quiet, typed, collect_text, wait)
+        except BaseException as exc:
+            if hooks is not None and not isinstance(exc, LLMError):
+                self._cancelled()  # cancelled (or a bug): the call ends here
+            raise
+
+    async def _attempts(
+        self,
+        request_for: Callable[[Upstream], Request],
+        first: Request | None,
+        quiet: bool,
+        typed: bool,
+        collect_text: bool,
+        wait: float,
+    ) -> tuple[AsyncGenerator[Any, None], Any]:
+        """The attempts of :meth:`open`."""
+        hooks = self.hooks
+        loop = asyncio.get_running_loop()
         upstream: Upstream | None = None
         while True:
             try:
@@ -425,7 +433,7 @@ class Call:
             self._attempt_at = loop.time()
             try:
                 exchange = self.exchange = await upstream.session.send(
-                    "POST", request.url, request.body, total_at=self.deadline
+                    "POST", request.url, request.body, total_at=self.deadline, headers=self.headers
                 )
                 reader = self._reader(exchange, request, collect_text)
                 try:
@@ -478,6 +486,8 @@ class Call:
         the server back with no verdict on it (a server about to take a refitted request
         keeps its slot)."""
         if self._refitted is None:
+            if self._held and self.hooks is not None:
+                self._cancelled()  # the answer had not ended: the caller stopped reading
             self._give_back()
 
     async def _acquire(self, wait: float) -> Upstream:
@@ -589,6 +599,7 @@ class Call:
         hooks = self.hooks
         if hooks is None:
             return None
+        self._terminal = True
         return hooks.emit(self._finished(decoder, now))
 
     def _finished(self, decoder: ChunkDecoder | None, ended: float) -> RequestFinished:
@@ -611,7 +622,11 @@ class Call:
                     self.started,
                     progress.first_at,
                     ended,
+                    accumulator,
                 ),
+                decoder.chunks if decoder is not None else 1,
+                upstream.url,
+                self.request.body if self.request is not None else None,
             )
         # A raw stream: its last chunk holds the counts (and, from Ollama, its metrics),
         # read only when a hook asks for the usage or timings.
@@ -621,12 +636,15 @@ class Call:
         return RequestFinished(
             self.id,
             upstream.name,
-            upstream.server,
+            upstream.server or guess_server(upstream.dialect, last),
             model if type(model) is str else self.model,
             self.attempts,
             decoder.finish_reason if decoder is not None else None,
             response_id if type(response_id) is str else None,
-            (last, last, self.started, self.first_chunk_at, ended),
+            (last, last, self.started, self.first_chunk_at, ended, decoder),
+            decoder.chunks if decoder is not None else 1,
+            upstream.url,
+            self.request.body if self.request is not None else None,
         )
 
     async def _on_failure(self, error: LLMError, delivered: int) -> LLMError:
@@ -720,10 +738,68 @@ class Call:
 
     async def _emit_failed(self, error: LLMError) -> None:
         assert self.hooks is not None
-        upstream = self.upstream
-        record = RequestFailed(self.id, upstream.name if upstream else None, self.attempts, error)
+        if self._terminal:
+            return
+        self._terminal = True
+        upstream, request = self.upstream, self.request
+        record = RequestFailed(
+            self.id,
+            upstream.name if upstream else None,
+            self.attempts,
+            error,
+            upstream.url if upstream else None,
+            request.body if request is not None else None,
+            self._server(),
+        )
         if (waiting := self.hooks.emit(record)) is not None:
             await waiting
+
+    async def _announce(self, first: Request | None) -> None:
+        """Emit :class:`RequestStarted`, and keep the headers the hooks asked for."""
+        assert self.hooks is not None
+        upstream = self.route.upstream
+        record = RequestStarted(
+            self.id,
+            self.operation,
+            self.model or (first.model if first is not None else None),
+            upstream.name if upstream is not None else None,
+            upstream.server if upstream is not None else None,
+            self.stream,
+            1,
+            first.body if first is not None else None,
+        )
+        if (waiting := self.hooks.emit(record)) is not None:
+            await waiting
+        if record.headers:
+            self.headers = record.headers
+
+    def _cancelled(self) -> None:
+        """The call ends without its answer and without an error: emit
+        :class:`RequestCancelled` (once; nothing when the call had already ended)."""
+        if self._terminal or self.hooks is None:
+            return
+        self._terminal = True
+        upstream, request = self.upstream, self.request
+        self.hooks.emit_soon(
+            RequestCancelled(
+                self.id,
+                upstream.name if upstream else None,
+                self.attempts,
+                upstream.url if upstream else None,
+                request.body if request is not None else None,
+                self._server(),
+            )
+        )
+
+    def _server(self) -> ServerKind | None:
+        """The kind of the current attempt's server, as far as known (``None``: no attempt
+        reached one)."""
+        upstream = self.upstream
+        if upstream is None:
+            return None
+        if self.progress is not None:
+            return self.progress.server_on(upstream)
+        return upstream.server or guess_server(upstream.dialect, None)
 
     def _can_resume(self, upstream: Upstream) -> bool:
         """Resuming was asked for, text was delivered, no tool call began, and the server is

@@ -6,9 +6,14 @@ chunk of an answer arrives (:class:`FirstChunk`), and the call ends (:class:`Req
 or :class:`RequestFailed`). Telemetry, metrics and llmtap's own DEBUG log are adapters over
 these records, not code paths of their own.
 
+Every call that starts ends with exactly one of :class:`RequestFinished`,
+:class:`RequestFailed` or :class:`RequestCancelled` (the caller stopped reading, or its task
+was cancelled), so an adapter that keeps per-call state never leaks it.
+
 A hook is a function (or a coroutine function, which is awaited) taking one record. One that
 raises is logged once (``llm_hook_failed``) and never breaks a call. With no hooks the loop
-builds no record at all.
+builds no record at all. :func:`install` adds a hook to every call in the process (what
+``llmtap.otel.instrument()`` uses).
 
 Example:
     >>> def show(record: HookRecord) -> None:
@@ -19,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -28,7 +34,7 @@ import orjson
 
 from llmtap._errors import LLMError
 from llmtap._log import get_logger
-from llmtap._results import Timings, Usage, trusted
+from llmtap._results import ChatResult, Timings, Usage, trusted
 
 __all__ = [
     "AttemptFailed",
@@ -36,10 +42,14 @@ __all__ = [
     "Hook",
     "HookRecord",
     "Hooks",
+    "RequestCancelled",
     "RequestFailed",
     "RequestFinished",
     "RequestStarted",
+    "install",
+    "installed",
     "timings_of",
+    "uninstall",
     "usage_in",
 ]
 
@@ -66,7 +76,11 @@ class RequestStarted:
         stream: Whether the answer is streamed.
         attempt: The attempt about to be sent: 1.
         body: The first attempt's request body as sent (JSON), for adapters that record
-            parameters or (when asked to) messages; ``None`` for a router.
+            parameters or (when asked to) messages; ``None`` for a router (its end record
+            holds the body that got the answer).
+        headers: HTTP headers sent with every attempt of the call, besides llmtap's own:
+            a hook may add to them (the OpenTelemetry hook puts the W3C ``traceparent``
+            here, so that the server continues the caller's trace).
     """
 
     call_id: int
@@ -77,6 +91,7 @@ class RequestStarted:
     stream: bool
     attempt: int = 1
     body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def payload(self) -> Mapping[str, Any] | None:
@@ -143,8 +158,14 @@ class RequestFinished:
         attempts: Attempts made (refits included).
         finish_reason: Why the answer ended (``None`` for embeddings).
         response_id: The answer's id, where the server gave one.
+        chunks: How many chunks the answer came in (1 for an answer that was not streamed).
+        url: The URL of the endpoint that answered (without a password).
+        body: The request body (JSON) that got the answer.
         usage: Token counts, where the server sent them (built when read).
         timings: Time to first token, total, tokens per second (built when read).
+        text: The answer's text (built when read).
+        result: The whole :class:`ChatResult`, for a chat answer read as typed events (built
+            when read; ``None`` for a raw chunk stream and for embeddings).
     """
 
     call_id: int
@@ -154,12 +175,16 @@ class RequestFinished:
     attempts: int
     finish_reason: str | None
     response_id: str | None
-    #: What ``usage`` and ``timings`` are built from, only when read: the usage (a ``Usage``,
-    #: or a raw stream's last chunk holding its counts, or ``None``), Ollama's metrics, and
-    #: the call's clock readings (its start, its first chunk, its end).
-    source: tuple[Any, Mapping[str, Any], float, float | None, float] = field(
-        repr=False, compare=False, default=(None, _NO_METRICS, 0.0, None, 0.0)
+    #: What ``usage``, ``timings``, ``text`` and ``result`` are built from, only when read:
+    #: the usage (a ``Usage``, or a raw stream's last chunk holding its counts, or ``None``),
+    #: Ollama's metrics, the call's clock readings (its start, its first output, its end),
+    #: and what gathered the answer (an accumulator of typed events, or a raw decoder).
+    source: tuple[Any, Mapping[str, Any], float, float | None, float, Any] = field(
+        repr=False, compare=False, default=(None, _NO_METRICS, 0.0, None, 0.0, None)
     )
+    chunks: int = 0
+    url: str | None = None
+    body: bytes | None = field(default=None, repr=False)
 
     @property
     def usage(self) -> Usage | None:
@@ -173,8 +198,30 @@ class RequestFinished:
     def timings(self) -> Timings:
         """Time to the first token, in all, and tokens per second (seconds; built on each
         read)."""
-        _counts, metrics, started, first_at, ended = self.source
+        _counts, metrics, started, first_at, ended, _output = self.source
         return timings_of(metrics, self.usage, started, first_at, ended)
+
+    @property
+    def text(self) -> str:
+        """The answer's text (built on each read; ``""`` for embeddings)."""
+        output = self.source[5]
+        text = getattr(output, "text", "")
+        return text if isinstance(text, str) else ""
+
+    @property
+    def result(self) -> ChatResult | None:
+        """The answer as a :class:`ChatResult` (built on each read), for an answer read as
+        typed events; ``None`` for a raw chunk stream, for embeddings, and for an answer
+        whose tool call arguments could not be decoded."""
+        output = self.source[5]
+        build = getattr(output, "result", None)
+        if not callable(build):
+            return None
+        try:
+            result: ChatResult = build(server=self.server, timings=self.timings)
+        except LLMError:
+            return None
+        return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,12 +234,40 @@ class RequestFailed:
         endpoint: The endpoint of the last attempt (``None``: none was reached).
         attempts: Attempts made.
         error: What the caller gets.
+        url: The URL of the endpoint of the last attempt (without a password).
+        body: The last attempt's request body (JSON).
+        server: The kind of that endpoint's server, as far as known.
     """
 
     call_id: int
     endpoint: str | None
     attempts: int
     error: LLMError
+    url: str | None = None
+    body: bytes | None = field(default=None, repr=False)
+    server: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancelled:
+    """The call ended before its answer did, and not by an error: the caller closed the
+    stream (or broke out of its loop), or the task running the call was cancelled.
+
+    Attributes:
+        call_id: The call.
+        endpoint: The endpoint of the attempt under way (``None``: none was reached).
+        attempts: Attempts made.
+        url: The URL of that endpoint (without a password).
+        body: That attempt's request body (JSON).
+        server: The kind of that endpoint's server, as far as known.
+    """
+
+    call_id: int
+    endpoint: str | None
+    attempts: int
+    url: str | None = None
+    body: bytes | None = field(default=None, repr=False)
+    server: str | None = None
 
 
 def _count(value: Any) -> int | float | None:
@@ -255,7 +330,9 @@ def timings_of(
     )
 
 
-HookRecord = RequestStarted | FirstChunk | AttemptFailed | RequestFinished | RequestFailed
+HookRecord = (
+    RequestStarted | FirstChunk | AttemptFailed | RequestFinished | RequestFailed | RequestCancelled
+)
 """Every record a hook may receive."""
 
 Hook = Callable[[HookRecord], Awaitable[None] | None]
@@ -301,6 +378,43 @@ class Hooks:
                 pending.append(_guarded(hook, record, outcome))
         return None if pending is None else _in_order(pending)
 
+    def emit_soon(self, record: HookRecord) -> None:
+        """Hand ``record`` to every hook from code that cannot wait (a stream closing, a
+        task being cancelled): what coroutine hooks return runs in a task of its own."""
+        waiting = self.emit(record)
+        if waiting is not None:
+            task = asyncio.ensure_future(waiting)
+            _pending.add(task)
+            task.add_done_callback(_pending.discard)
+
+
+#: Hooks every call in the process gets (see :func:`install`); ``None``: none.
+_process: Hooks | None = None
+#: Tasks running coroutine hooks handed a record by :meth:`Hooks.emit_soon`.
+_pending: set[asyncio.Future[None]] = set()
+
+
+def install(hook: Hook) -> None:
+    """Give ``hook`` every record of every call in the process (every client and router,
+    made before or after), after their own hooks. Installing a hook again does nothing."""
+    global _process
+    hooks = _process._hooks if _process is not None else ()
+    if any(existing is hook for existing in hooks):
+        return
+    _process = Hooks((*hooks, hook))
+
+
+def uninstall(hook: Hook) -> None:
+    """Stop giving ``hook`` the records of every call (:func:`install` undone)."""
+    global _process
+    hooks = tuple(h for h in (_process._hooks if _process is not None else ()) if h is not hook)
+    _process = Hooks(hooks) if hooks else None
+
+
+def installed() -> Hooks | None:
+    """The hooks every call gets (:func:`install`); ``None`` when there are none."""
+    return _process
+
 
 async def _guarded(hook: Hook, record: HookRecord, outcome: Awaitable[None]) -> None:
     try:
@@ -326,9 +440,9 @@ def _broken(hook: Hook, record: HookRecord, exc: Exception) -> None:
 
 
 def log_debug(record: HookRecord) -> None:
-    """llmtap's DEBUG log as a hook: one line per record (``llm_request_started``,
+    """llmtap's DEBUG log as a hook: one line per record of a call (``llm_request_started``,
     ``llm_first_chunk``, ``llm_attempt_failed``, ``llm_request_finished``,
-    ``llm_request_failed``), each with the call's ``call_id``."""
+    ``llm_request_failed``, ``llm_request_cancelled``), each with the call's ``call_id``."""
     if isinstance(record, RequestStarted):
         _log.debug(
             "llm_request_started",
@@ -371,6 +485,13 @@ def log_debug(record: HookRecord) -> None:
             completion_tokens=usage.completion_tokens if usage else None,
             seconds=round(record.timings.total or 0.0, 4),
             response_id=record.response_id,
+        )
+    elif isinstance(record, RequestCancelled):
+        _log.debug(
+            "llm_request_cancelled",
+            call_id=record.call_id,
+            endpoint=record.endpoint,
+            attempts=record.attempts,
         )
     else:
         _log.debug(

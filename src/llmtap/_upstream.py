@@ -35,13 +35,25 @@ class Upstream:
         index: Its place among a router's endpoints (0 for a client's only one).
     """
 
-    __slots__ = ("_closed", "_session", "config", "index", "model", "name", "refused", "server")
+    __slots__ = (
+        "_closed",
+        "_session",
+        "config",
+        "index",
+        "model",
+        "name",
+        "refused",
+        "server",
+        "url",
+    )
 
     def __init__(self, config: LLMConfig, *, name: str | None = None, index: int = 0) -> None:
         if config.api_key is not None:
             register_secret(config.api_key.get_secret_value())
         self.config = config
-        self.name = name or redact_url(config.endpoint)
+        #: Its URL, without a password.
+        self.url = redact_url(config.endpoint)
+        self.name = name or self.url
         self.index = index
         #: The model requests use when they name none (after preflight: as the server
         #: names it).

@@ -185,11 +185,18 @@ class Session:
             await guard.aclose()
 
     async def send(
-        self, method: str, url: str, body: bytes | None, *, total_at: float = math.inf
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        *,
+        total_at: float = math.inf,
+        headers: Mapping[str, str] | None = None,
     ) -> Exchange:
         """Send a request and wait for its headers; a status of 300 or more raises.
 
         The headers must arrive by ``first_token_timeout`` (or ``total_at``, if sooner).
+        ``headers`` are sent besides the session's own (a hook's ``traceparent``).
 
         Raises:
             LLMConnectionError: The server could not be reached or closed the connection
@@ -201,10 +208,12 @@ class Session:
         loop = asyncio.get_running_loop()
         first_token_at = loop.time() + config.first_token_timeout
         deadline = min(first_token_at, total_at)
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        sent = {"Content-Type": "application/json"} if body is not None else None
+        if headers:
+            sent = {**sent, **headers} if sent is not None else dict(headers)
         expiry = _Expiry(loop, deadline)
         try:
-            response = await self._request(session, method, url, body, headers)
+            response = await self._request(session, method, url, body, sent)
         except asyncio.CancelledError as exc:
             if not expiry.took(exc):
                 raise

@@ -476,14 +476,13 @@ class _Route:
     """The router's side of the attempt loop: an endpoint per attempt from the pool, each
     given back with how the attempt went, and the retry budget."""
 
-    __slots__ = ("_deposit", "_pool", "budget", "endpoint")
+    __slots__ = ("_deposit", "_pool", "budget")
 
     log_prefix = "router"
-    server = None  # picked per attempt
+    upstream = None  # picked per attempt
 
     def __init__(self, pool: Pool, budget: RetryBudget) -> None:
         self._pool = pool
-        self.endpoint: str | None = None
         self.budget = budget.withdraw
         self._deposit = budget.deposit
 
