@@ -159,7 +159,9 @@ async def test_metrics_have_the_conventions_names_units_and_attributes(
     [(attrs, duration)] = found["gen_ai.client.operation.duration"]
     assert attrs == common
     assert duration.count == 2
-    tokens = {attrs["gen_ai.token.type"]: point for attrs, point in found["gen_ai.client.token.usage"]}
+    tokens = {
+        attrs["gen_ai.token.type"]: point for attrs, point in found["gen_ai.client.token.usage"]
+    }
     assert (tokens["input"].count, tokens["input"].sum) == (2, 18)
     assert (tokens["output"].count, tokens["output"].sum) == (2, 5)
     [(attrs, first)] = found["gen_ai.client.operation.time_to_first_chunk"]

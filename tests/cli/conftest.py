@@ -17,7 +17,7 @@ import pytest
 #: Variables that would let the developer's own settings leak into a test.
 _SCRUBBED = re.compile(
     r"^(LLMTAP_.*|OLLAMA_HOST|OPENAI_BASE_URL|OPENAI_API_KEY|FORCE_COLOR|NO_COLOR|COLUMNS|LINES"
-    r"|XDG_CONFIG_HOME|TERM|PYTHONSTARTUP)$"
+    r"|XDG_CONFIG_HOME|TERM|PYTHONSTARTUP|OTEL_.*)$"
 )
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

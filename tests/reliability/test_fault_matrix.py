@@ -27,6 +27,7 @@ from llmtap import (
     TextDelta,
 )
 from llmtap.testing import Reply, TestServer, no_retry_waits
+from tests.otel_kit import Telemetry, check_one_span, otel_installed
 from tests.reliability.faults import (
     ANSWER,
     CHAT_PATHS,
@@ -259,14 +260,18 @@ async def test_client_cell(dialect: str, fault_name: str, path: str, retry_log: 
     spec = DIALECTS[dialect]
     tasks_before = asyncio.all_tasks()
     records = Records()
+    telemetry = Telemetry() if otel_installed() else None
+    hooks = [records] if telemetry is None else [records, telemetry.hook]
     async with TestServer(dialect=spec.server, models=[spec.model]) as server:
-        client = LLMClient(settings(server.url, dialect, fault, hooks=[records]))
+        client = LLMClient(settings(server.url, dialect, fault, hooks=hooks))
         try:
             if fault.kept_alive:
                 server.script(Reply(text=ANSWER))
                 await client.chat(HELLO)  # leaves a kept-alive connection in the pool
                 server.requests.clear()
                 records.records.clear()
+                if telemetry is not None:
+                    telemetry.clear()
             if fault.persistent:
                 await server.stop()
             else:
@@ -285,6 +290,8 @@ async def test_client_cell(dialect: str, fault_name: str, path: str, retry_log: 
     if error is not None:
         assert isinstance(records.records[-1], RequestFailed)
         assert records.records[-1].error is error
+    if telemetry is not None:
+        check_one_span(telemetry, records.records, error)
     assert in_use == 0
     assert elapsed <= time_bound(fault, outcome)
     assert asyncio.all_tasks() == tasks_before
@@ -313,6 +320,7 @@ async def test_router_cell(dialect: str, fault_name: str, path: str, retry_log: 
     outcome = ROUTER_EXPECTED[fault_name, path]
     tasks_before = asyncio.all_tasks()
     records = Records()
+    telemetry = Telemetry() if otel_installed() else None
     async with AsyncExitStack() as stack:
         faulty, healthy = [server async for server in _router_servers(stack, dialect)]
         healthy.script(Reply(text=ANSWER), Reply(text=ANSWER))
@@ -324,7 +332,7 @@ async def test_router_cell(dialect: str, fault_name: str, path: str, retry_log: 
             [settings(s.url, dialect, fault) for s in (faulty, healthy)],
             strategy="failover",
             max_retries=MAX_RETRIES,
-            hooks=[records],
+            hooks=[records] if telemetry is None else [records, telemetry.hook],
         )
         try:
             error, text, delivered, elapsed = await run_cell(
@@ -344,6 +352,8 @@ async def test_router_cell(dialect: str, fault_name: str, path: str, retry_log: 
     if error is not None:
         assert isinstance(records.records[-1], RequestFailed)
         assert records.records[-1].error is error
+    if telemetry is not None:
+        check_one_span(telemetry, records.records, error)
     assert in_use == 0
     assert elapsed <= time_bound(fault, outcome)
     assert router.background_tasks == 0

@@ -98,6 +98,8 @@ class Router:
             model in memory.
         hooks: Lifecycle hooks for every call the router makes (see ``llmtap.RequestStarted``
             and the other records); each endpoint configuration's own ``hooks`` are not used.
+            A hook with a ``watch_router(router)`` method is handed the router (the
+            Prometheus hook reads its endpoints' states from it).
 
     Raises:
         ValueError: An argument is out of range (the message names it).
@@ -175,6 +177,12 @@ class Router:
         )
         self._route = _Route(self._pool, self._budget)
         self._closed = False
+        for hook in hooks or ():
+            # A hook that reports on routers themselves (llmtap.prometheus: endpoints up,
+            # in flight) is told of this one.
+            watch = getattr(hook, "watch_router", None)
+            if callable(watch):
+                watch(self)
 
     # --- construction from files and the environment ----------------------------------------
 

@@ -214,7 +214,7 @@ def chat(
             return interactive(settings, options)
         return asyncio.run(one_shot(settings, text, options))
 
-    run(body, debug=debug)
+    run(body, debug=debug, traced=True)
 
 
 @app.command(
@@ -404,7 +404,7 @@ def bench(
         )
         return asyncio.run(bench_command(settings, plan, as_json=as_json, plot_file=plot_file))
 
-    run(body, debug=debug)
+    run(body, debug=debug, traced=True)
 
 
 @app.command(

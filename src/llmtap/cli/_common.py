@@ -33,6 +33,7 @@ from llmtap._errors import (
     redact_url,
     scrub,
 )
+from llmtap.cli._otel import export_spans
 from llmtap.cli._terminal import strip_controls
 
 if TYPE_CHECKING:
@@ -614,14 +615,16 @@ def _stdout_to_devnull() -> None:
         os.close(devnull)
 
 
-def run(command: Callable[[], int], *, debug: bool = False) -> NoReturn:
+def run(command: Callable[[], int], *, debug: bool = False, traced: bool = False) -> NoReturn:
     """Run a command body and exit with its code; errors become one or two lines.
 
-    Tracebacks are printed only with ``--debug``.
+    Tracebacks are printed only with ``--debug``. ``traced``: export the command's spans
+    when the environment asks for it (``OTEL_EXPORTER_OTLP_ENDPOINT``).
     """
     _setup_logging(debug)
     _, err = consoles()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    stop_export = export_spans(err) if traced else None
     try:
         code = command()
     except typer.Exit:
@@ -653,6 +656,8 @@ def run(command: Callable[[], int], *, debug: bool = False) -> NoReturn:
             "traceback, and please report it",
         )
         code = EXIT_SERVER
+    if stop_export is not None:
+        stop_export()
     raise typer.Exit(code)
 
 
