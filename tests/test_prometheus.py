@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from llmtap import LLMClient, LLMConfig, LLMResponseError, Message, Router
 from llmtap.testing import Reply, TestServer, no_retry_waits
 
 HELLO = [Message.user("hello")]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -186,9 +188,8 @@ async def test_readme_prometheus_example_runs() -> None:
     """The README's Prometheus example, as written (the HTTP server on a free port): its
     metrics are served with the client's and the router's figures."""
     import re
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
     example = next(block for block in blocks if "llmtap.prometheus.hooks()" in block)
     from prometheus_client import REGISTRY
