@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.clients import CLIENTS
 from benchmarks.harness import SCENARIOS, ServerProcess, machine, raise_fd_limit, run_scenario
-from benchmarks.report import render, targets
+from benchmarks.report import render, reported, targets
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -54,7 +54,13 @@ def _progress(message: str) -> None:
 async def _run(args: argparse.Namespace, server: ServerProcess) -> dict[str, Any]:
     scenarios = _pick(args.only, SCENARIOS, "scenario")
     clients = _pick(args.clients, CLIENTS, "client")
-    results: dict[str, Any] = {"scenarios": {}}
+    # A client whose library is not installed (OpenTelemetry) is left out, not counted as
+    # failing: its targets show as not measured.
+    skipped = {name: why for name in clients if (why := CLIENTS[name].unavailable())}
+    for name, why in skipped.items():
+        print(f"skipping {name}: {why}", file=sys.stderr, flush=True)
+    clients = [name for name in clients if name not in skipped]
+    results: dict[str, Any] = {"scenarios": {}, "skipped": skipped}
     try:
         for name in scenarios:
             results["scenarios"][name] = await run_scenario(
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = targets(results)
+    results["reported"] = reported(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     print(render(results))
     if args.json:

@@ -11,10 +11,15 @@ default; the httpx default of 100 is raised for ollama-python and the httpx loop
 client queues a scenario's streams. How many connections stay idle in the pool is left at each
 library's default (httpx keeps 20, openai-python 100, aiohttp all) except where a scenario
 needs a full pool (``keep_idle=True``: every client keeps up to 1,000 idle connections).
+
+The OpenTelemetry clients (``+otel``, ``+otel-sdk``) exist for one comparison each, against
+plain ``stream_chat``: they run only in the scenarios it is made in (``Adapter.scenarios``), and
+are left out, with a message, where OpenTelemetry is not installed (``Adapter.unavailable``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
 from dataclasses import dataclass
@@ -23,10 +28,14 @@ from urllib.parse import urlsplit
 
 from benchmarks._wire import MESSAGES, MODEL, Spec
 
-__all__ = ["CLIENTS", "Adapter", "Outcome", "make_adapter"]
+__all__ = ["CLIENTS", "Adapter", "Outcome", "make_adapter", "runs_in"]
 
 _POOL = 1000
 _HTTPX_DEFAULT_IDLE = 20  # httpx.AsyncClient's default max_keepalive_connections
+#: The scenarios a hook's cost is measured in (``report.py`` compares them with stream_chat's).
+_OVERHEAD_SCENARIOS = frozenset(
+    {"one_stream", "streams_200", "streams_1000", "paced_200", "idle_pool"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +66,14 @@ class Adapter:
     #: most ``harness.PEER_ROUNDS`` rounds of a scenario. They cost 10 to 60 times llmtap per
     #: chunk, so a few rounds pin their figures well enough, and they take most of the run.
     peer: ClassVar[bool] = False
+    #: The scenarios the client runs in (``None``: every one). A client that exists for one
+    #: comparison runs only where it is made, so that it adds little to the run.
+    scenarios: ClassVar[frozenset[str] | None] = None
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why the client cannot run here (a library it needs is not installed), or ``None``."""
+        return None
 
     async def open(self, url: str, *, keep_idle: bool = False) -> None:
         """Build the client for the server at ``url`` (``http://host:port``).
@@ -71,6 +88,9 @@ class Adapter:
     async def run(self, spec: Spec) -> Outcome:
         """Send one streaming request asking for ``spec`` and read the whole answer."""
         raise NotImplementedError
+
+    def between_runs(self) -> None:
+        """Called before each measured run (after its warm-up), outside the measured time."""
 
     async def close(self) -> None:
         """Close the client and its connections."""
@@ -125,6 +145,94 @@ class LLMTapHooked(LLMTapStreamChat):
         from llmtap import LLMClient, LLMConfig
 
         self.client = LLMClient(LLMConfig(endpoint=url, model=MODEL, hooks=[_noop]))
+
+
+def _missing(modules: tuple[str, ...], install: str) -> str | None:
+    """What to install when one of ``modules`` (dotted names) cannot be imported, or ``None``."""
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            return f"{module} is not installed ({install})"
+    return None
+
+
+class LLMTapOTel(LLMTapStreamChat):
+    """llmtap's raw chunk dicts, with llmtap.otel's hook on the OpenTelemetry API alone.
+
+    No SDK is configured: the hook gets the global providers, the API's no-op proxies. Nothing
+    here may call ``opentelemetry.trace.set_tracer_provider`` (or the meter one), which would
+    make this client measure an SDK.
+    """
+
+    name = "llmtap.stream_chat+otel"
+    label = "llmtap stream_chat with llmtap.otel, API only (no SDK configured)"
+    scenarios = _OVERHEAD_SCENARIOS
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return _missing(
+            ("opentelemetry.trace", "opentelemetry.metrics"), "pip install -e '.[otel]'"
+        )
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        import llmtap.otel
+        from llmtap import LLMClient, LLMConfig
+
+        hook = llmtap.otel.hooks()
+        self.client = LLMClient(LLMConfig(endpoint=url, model=MODEL, hooks=[hook]))
+
+
+class LLMTapOTelSDK(LLMTapStreamChat):
+    """llmtap's raw chunk dicts, with llmtap.otel's hook on a private OpenTelemetry SDK.
+
+    Spans go through a ``SimpleSpanProcessor`` to an in-memory exporter (emptied before every
+    measured run, so that it does not grow over the scenario), metrics to an in-memory reader.
+    The providers are this client's own; the global ones stay the API's no-op proxies.
+    """
+
+    name = "llmtap.stream_chat+otel-sdk"
+    label = "llmtap stream_chat with llmtap.otel and the SDK (in-memory exporter)"
+    scenarios = _OVERHEAD_SCENARIOS
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        return _missing(
+            ("opentelemetry.trace", "opentelemetry.sdk"),
+            "pip install -e '.[otel]' opentelemetry-sdk",
+        )
+
+    async def open(self, url: str, *, keep_idle: bool = False) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        import llmtap.otel
+        from llmtap import LLMClient, LLMConfig
+
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        hook = llmtap.otel.hooks(
+            tracer_provider=self.tracer_provider, meter_provider=self.meter_provider
+        )
+        self.client = LLMClient(LLMConfig(endpoint=url, model=MODEL, hooks=[hook]))
+
+    def between_runs(self) -> None:
+        self.exporter.clear()
+
+    async def close(self) -> None:
+        try:
+            await self.client.close()
+        finally:
+            self.exporter.clear()
+            self.tracer_provider.shutdown()
+            self.meter_provider.shutdown()
 
 
 class LLMTapNative(LLMTapStreamChat):
@@ -377,6 +485,8 @@ CLIENTS: dict[str, type[Adapter]] = {
         LLMTapChat,
         LLMTapNative,
         LLMTapHooked,
+        LLMTapOTel,
+        LLMTapOTelSDK,
         OpenAIClient,
         OllamaClient,
         HttpxLines,
@@ -392,3 +502,9 @@ def make_adapter(name: str) -> Adapter:
         return CLIENTS[name]()
     except KeyError:
         raise SystemExit(f"unknown client {name!r}; choose from {', '.join(CLIENTS)}") from None
+
+
+def runs_in(name: str, scenario: str) -> bool:
+    """Whether the client called ``name`` runs in ``scenario`` (see ``Adapter.scenarios``)."""
+    scenarios = CLIENTS[name].scenarios
+    return scenarios is None or scenario in scenarios

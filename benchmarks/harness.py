@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._wire import Spec, expected_chars
-from benchmarks.clients import Adapter, Outcome, make_adapter
+from benchmarks.clients import Adapter, Outcome, make_adapter, runs_in
 
 __all__ = [
     "PEER_ROUNDS",
@@ -314,6 +314,7 @@ async def measure_streams(
 ) -> dict[str, Any]:
     """One measured run of ``streams`` concurrent requests for ``spec``."""
     held_all = await warm(adapter, streams, server)
+    adapter.between_runs()
     gc.collect()
     before = await server.stats()
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -343,6 +344,7 @@ async def measure_idle_pool(
 ) -> dict[str, Any]:
     """Sequential small requests with ``pool`` idle connections open."""
     held_all = await warm(adapter, pool, server)
+    adapter.between_runs()
     gc.collect()
     before = await server.stats()
     spec = Spec(chunks=chunks)
@@ -373,6 +375,7 @@ async def measure_ttfc(
 ) -> dict[str, Any]:
     """Time from the call to the first content chunk, one request at a time, warm pool."""
     await warm(adapter, 1)
+    adapter.between_runs()
     gc.collect()
     before = await server.stats()
     spec = Spec(chunks=chunks)
@@ -532,7 +535,9 @@ async def run_scenario(
     progress: Progress,
     rounds: int | None = None,
 ) -> dict[str, Any]:
-    """Run one scenario for ``names``; its settings and per-client figures."""
+    """Run one scenario for ``names`` (those of them that run in it); its settings and
+    per-client figures."""
+    names = [name for name in names if runs_in(name, scenario.name)]
     sizes = scenario.sizes(quick)
     if rounds is not None and "rounds" in sizes:
         sizes["rounds"] = rounds

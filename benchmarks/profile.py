@@ -83,6 +83,7 @@ async def profile_run(
 
     async def once(profiler: cProfile.Profile | None) -> float:
         await warm(adapter, sizes["pool"] if pool else sizes["streams"])
+        adapter.between_runs()
         gc.collect()
         if profiler is not None:
             profiler.enable()

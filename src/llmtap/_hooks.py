@@ -195,6 +195,25 @@ class RequestFinished:
         return usage_in(counts)
 
     @property
+    def tokens(self) -> tuple[int | None, int | None]:
+        """The prompt and completion token counts the server sent, without building a
+        :class:`Usage` (``(None, None)`` when it sent none)."""
+        counts = self.source[0]
+        if counts is None:
+            return None, None
+        if isinstance(counts, Usage):
+            return counts.prompt_tokens, counts.completion_tokens
+        usage = counts.get("usage")
+        if type(usage) is dict:
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        else:
+            prompt, completion = counts.get("prompt_eval_count"), counts.get("eval_count")
+        return (
+            prompt if type(prompt) is int else None,
+            completion if type(completion) is int else None,
+        )
+
+    @property
     def timings(self) -> Timings:
         """Time to the first token, in all, and tokens per second (seconds; built on each
         read)."""

@@ -10,6 +10,7 @@ records), and addresses are read from URLs without their user or password.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,6 +45,7 @@ def provider_name(server: str | None) -> str:
     return PROVIDERS.get(server or "", "openai")
 
 
+@functools.lru_cache(maxsize=512)
 def address(url: str | None) -> tuple[str, int] | None:
     """The host and port of ``url`` (the scheme's port when it names none); ``None`` for
     no URL or one without a host."""

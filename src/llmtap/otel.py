@@ -97,11 +97,23 @@ def _latest_only() -> bool:
 class _Call:
     """What the hook keeps about one call until its last record."""
 
-    __slots__ = ("began", "first_chunk", "metric_attributes", "request_set", "span", "stream")
+    __slots__ = (
+        "began",
+        "first_chunk",
+        "metric_attributes",
+        "request_set",
+        "span",
+        "stream",
+        "url",
+    )
 
-    def __init__(self, span: Span, stream: bool, attributes: dict[str, Any]) -> None:
+    def __init__(
+        self, span: Span, stream: bool, attributes: dict[str, Any], url: str | None
+    ) -> None:
         self.span = span
         self.stream = stream
+        #: The URL whose address the attributes hold.
+        self.url = url
         self.began = time.perf_counter()
         self.first_chunk: float | None = None
         self.metric_attributes = attributes
@@ -155,6 +167,9 @@ class OTelHook:
             "Time per output chunk after the first, of a streamed answer.",
             _SECONDS,
         )
+        #: Spans and metrics go to providers given here (else to the global ones, which may
+        #: be the API's proxies with nothing behind them: then calls are not followed).
+        self._given = tracer_provider is not None or meter_provider is not None
         self.capture_content = capture_content or _capture_from_environment()
         self._old_names = not _latest_only()
         self._calls: dict[int, _Call] = {}
@@ -166,7 +181,8 @@ class OTelHook:
 
     def __call__(self, record: HookRecord) -> None:
         if type(record) is RequestStarted:
-            self._started(record)
+            if self._given or _sdk_configured():
+                self._started(record)
             return
         call = self._calls.get(record.call_id)
         if call is None:  # a call that started before this hook was installed
@@ -203,7 +219,7 @@ class OTelHook:
             kind=SpanKind.CLIENT,
             attributes=attributes,
         )
-        call = _Call(span, record.stream, dict(attributes))
+        call = _Call(span, record.stream, dict(attributes), record.endpoint)
         self._calls[record.call_id] = call
         if not span.is_recording():
             return
@@ -248,13 +264,15 @@ class OTelHook:
     ) -> None:
         """What the end of a call tells about where it went (a router's endpoint)."""
         attributes = call.metric_attributes
-        if server is not None:
-            self._provider(attributes, _telemetry.provider_name(server))
-        elif "gen_ai.provider.name" not in attributes:
-            self._provider(attributes, "openai")
-        where = _telemetry.address(url)
-        if where is not None:
-            attributes["server.address"], attributes["server.port"] = where
+        provider = _telemetry.provider_name(server)
+        if attributes.get("gen_ai.provider.name") != provider and (
+            server is not None or "gen_ai.provider.name" not in attributes
+        ):
+            self._provider(attributes, provider)
+        if url != call.url:
+            where = _telemetry.address(url)
+            if where is not None:
+                attributes["server.address"], attributes["server.port"] = where
         span = call.span
         if span.is_recording():
             span.set_attributes(attributes)
@@ -266,26 +284,27 @@ class OTelHook:
         span = call.span
         self._end_attributes(call, record.endpoint, record.url, record.server)
         attributes = call.metric_attributes
-        if record.model:
-            attributes["gen_ai.response.model"] = record.model
-        usage = record.usage
-        if usage is None and call.stream:
-            result = record.result
-            usage = result.usage if result is not None else None
+        model = record.model
+        if model:
+            attributes["gen_ai.response.model"] = model
+        prompt, completion = record.tokens
+        if prompt is None and completion is None and call.stream:
+            result = record.result  # a stream with no usage: its output counted
+            if result is not None:
+                prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         if span.is_recording():
             if not call.request_set and record.body is not None:
                 self._request(call, record.body)
-            if record.model:
-                span.set_attribute("gen_ai.response.model", record.model)
+            if model:
+                span.set_attribute("gen_ai.response.model", model)
             if record.response_id:
                 span.set_attribute("gen_ai.response.id", record.response_id)
             if record.finish_reason:
                 span.set_attribute("gen_ai.response.finish_reasons", (record.finish_reason,))
-            if usage is not None:
-                if usage.prompt_tokens is not None:
-                    span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-                if usage.completion_tokens is not None:
-                    span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            if prompt is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", prompt)
+            if completion is not None:
+                span.set_attribute("gen_ai.usage.output_tokens", completion)
             if call.stream and call.first_chunk is not None:
                 span.set_attribute("gen_ai.response.time_to_first_chunk", call.first_chunk)
             span.add_event(
@@ -296,15 +315,13 @@ class OTelHook:
                 self._output(call, record)
         span.end()
         self._duration.record(ended - call.began, attributes)
-        if usage is not None:
-            if usage.prompt_tokens is not None:
-                self._tokens.record(
-                    usage.prompt_tokens, {**attributes, "gen_ai.token.type": "input"}
-                )
-            if usage.completion_tokens is not None:
-                self._tokens.record(
-                    usage.completion_tokens, {**attributes, "gen_ai.token.type": "output"}
-                )
+        if prompt is not None:
+            attributes["gen_ai.token.type"] = "input"
+            self._tokens.record(prompt, attributes)
+        if completion is not None:
+            attributes["gen_ai.token.type"] = "output"
+            self._tokens.record(completion, attributes)
+        attributes.pop("gen_ai.token.type", None)
         if call.stream and call.first_chunk is not None:
             self._to_first_chunk.record(call.first_chunk, attributes)
             if record.chunks > 1:
@@ -352,6 +369,14 @@ class OTelHook:
         attributes["gen_ai.provider.name"] = name
         if self._old_names:
             attributes["gen_ai.system"] = name
+
+
+def _sdk_configured() -> bool:
+    """Whether a global tracer or meter provider has been set: with neither (the API alone,
+    no SDK), spans and metrics would go nowhere, and a call costs one check."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider) or (
+        type(metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+    )
 
 
 def _histogram(
