@@ -170,9 +170,23 @@ class OTelHook:
         #: Spans and metrics go to providers given here (else to the global ones, which may
         #: be the API's proxies with nothing behind them: then calls are not followed).
         self._given = tracer_provider is not None or meter_provider is not None
+        #: When to look again whether a global provider has been set (while none is).
+        self._look_again_at = 0.0
         self.capture_content = capture_content or _capture_from_environment()
         self._old_names = not _latest_only()
         self._calls: dict[int, _Call] = {}
+
+    def _configured(self) -> bool:
+        """Whether a global provider has been set (an SDK configured): looked up at most
+        once a second while none is, then taken as set for good (providers are set once)."""
+        now = time.monotonic()
+        if now < self._look_again_at:
+            return False
+        if _sdk_configured():
+            self._given = True
+            return True
+        self._look_again_at = now + 1.0
+        return False
 
     @property
     def calls_in_progress(self) -> int:
@@ -181,7 +195,7 @@ class OTelHook:
 
     def __call__(self, record: HookRecord) -> None:
         if type(record) is RequestStarted:
-            if self._given or _sdk_configured():
+            if self._given or self._configured():
                 self._started(record)
             return
         call = self._calls.get(record.call_id)
