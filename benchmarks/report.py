@@ -6,6 +6,7 @@ Tables are pipe tables: readable in a terminal and pasted as is into Markdown.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -143,23 +144,45 @@ def _target(label: str, figure: float | None, limit: float, detail: str = "") ->
     }
 
 
+def _round_figures(results: dict[str, Any], scenario: str, client: str) -> list[float] | None:
+    """``client``'s main figure in each round of ``scenario``, in round order; ``None`` unless
+    every round has one."""
+    entry = results["scenarios"].get(scenario)
+    figures = entry["clients"].get(client) if entry is not None else None
+    if not figures or figures.get("errors"):
+        return None
+    values = [sample.get(entry["metric"]) for sample in figures.get("rounds") or ()]
+    if not values or not all(isinstance(v, int | float) for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _paired_ratio(results: dict[str, Any], scenario: str, client: str) -> float | None:
+    """``client``'s figure over plain stream_chat's in ``scenario``, paired by round: the median
+    of the per-round ratios, each of the two clients' samples from the same round (run within
+    seconds of each other, so drift across a run, from the heap, the CPU's clock or other load,
+    cancels out). Falls back to the ratio of the medians when the two did not run the same
+    rounds."""
+    mine, base = _round_figures(results, scenario, client), _round_figures(results, scenario, BASE)
+    if mine is None or base is None or len(mine) != len(base) or not all(base):
+        return _ratio(_value(results, scenario, client), _value(results, scenario, BASE))
+    return statistics.median(a / b for a, b in zip(mine, base, strict=True))
+
+
 def _overhead(results: dict[str, Any], client: str) -> tuple[float | None, str, float | None]:
     """What ``client`` costs against plain stream_chat: CPU per chunk (the geometric mean of
     the per-chunk scenarios' ratios, ``None`` unless all were measured), those ratios as text,
-    and CPU per request (idle_pool).
+    and CPU per request (idle_pool). Every ratio is paired by round (:func:`_paired_ratio`).
 
     A hook's cost is a few microseconds a call, far below the rounds' noise in any one
     scenario (±5-10%); hence one figure over the per-chunk scenarios, each of which the tables
-    show on its own.
+    show on its own (as the ratio of the medians, which can differ from the paired one).
     """
-    ratios = {
-        scenario: _ratio(_value(results, scenario, client), _value(results, scenario, BASE))
-        for scenario in _PER_CHUNK
-    }
+    ratios = {scenario: _paired_ratio(results, scenario, client) for scenario in _PER_CHUNK}
     known = [ratio for ratio in ratios.values() if ratio is not None]
     per_chunk = math.prod(known) ** (1 / len(known)) if len(known) == len(ratios) else None
     detail = ", ".join(f"{name} {_num(ratio)}" for name, ratio in ratios.items())
-    per_request = _ratio(_value(results, "idle_pool", client), _value(results, "idle_pool", BASE))
+    per_request = _paired_ratio(results, "idle_pool", client)
     return per_chunk, detail, per_request
 
 

@@ -30,13 +30,21 @@ LAYERS: list[set[str]] = [
     {"llmtap._api", "llmtap._toolloop", "llmtap._parse"},
     {"llmtap._client"},
     {"llmtap._router"},
-    {"llmtap._sync"},
+    {"llmtap._sync", "llmtap._batch"},
+    {"llmtap.batch"},
     {"llmtap"},
     {"llmtap.otel", "llmtap.prometheus"},
     {"llmtap.cli", "llmtap.testing"},
 ]
 #: Packages whose modules count as one unit in the layers.
-UNITS = ("llmtap._wire", "llmtap._http", "llmtap._router", "llmtap.cli", "llmtap.testing")
+UNITS = (
+    "llmtap._wire",
+    "llmtap._http",
+    "llmtap._router",
+    "llmtap._batch",
+    "llmtap.cli",
+    "llmtap.testing",
+)
 #: The one module that may touch aiohttp's private members (checked there at import).
 INTERNALS = "llmtap._http.internals"
 

@@ -13,6 +13,7 @@ from llmtap._api import ChatAPI
 from llmtap._client import LLMClient
 from llmtap._config import LLMConfig
 from llmtap._errors import (
+    BatchFileError,
     ConfigFileError,
     LLMConnectionError,
     LLMError,
@@ -61,9 +62,12 @@ from llmtap._tools import Tool, tool
 from llmtap._version import __version__
 from llmtap._wire.accumulate import Accumulator
 
+from llmtap import batch  # isort: skip  (llmtap.batch.run(...) after import llmtap)
+
 __all__ = [
     "Accumulator",
     "AttemptFailed",
+    "BatchFileError",
     "ChatAPI",
     "ChatResult",
     "ChatStream",
@@ -115,5 +119,6 @@ __all__ = [
     "Usage",
     "UsageEvent",
     "__version__",
+    "batch",
     "tool",
 ]

@@ -24,6 +24,8 @@
     LLMUsageError (RuntimeError)   the library was used wrongly (a stream iterated twice, a
                                    closed client used); a bug in the caller, not server trouble
     ConfigFileError (ValueError)   a config file that cannot be used: .path, .key
+    BatchFileError (ValueError)    a batch's input or output file that cannot be used
+                                   (duplicate custom_ids, output there without resume): .path
 
 Messages say what happened and what to do. None of them, nor any repr, contains an API key:
 the key only ever travels in a request header, and URLs are shown without their userinfo.
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_SERVER_MESSAGE",
+    "BatchFileError",
     "ConfigFileError",
     "LLMConnectionError",
     "LLMError",
@@ -371,3 +374,17 @@ class LLMParseError(LLMError):
         super().__init__(message)
         self.raw_text = raw_text
         self.errors = list(errors)
+
+
+class BatchFileError(ValueError):
+    """A batch's input or output file that cannot be used, found before anything is sent:
+    duplicate ``custom_id``s (the message names their lines), an output file that exists
+    when ``resume`` was not asked for, a file that cannot be read or written.
+
+    Attributes:
+        path: The file.
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(scrub(message))
+        self.path = path
