@@ -319,9 +319,7 @@ async def test_ten_thousand_lines_over_three_faulty_servers(tmp_path: Path) -> N
             server.fallback = faulty(0.05, seed=number)
         endpoints = [{"endpoint": s.url, "model": "gpt-4o-mini"} for s in (a, b, c)]
         async with Router(endpoints, max_retries=5, cooldown=0.05) as router:
-            report = await llmtap.batch.run(
-                router, source, tmp_path / "out.jsonl", concurrency=64
-            )
+            report = await llmtap.batch.run(router, source, tmp_path / "out.jsonl", concurrency=64)
         served = [len(s.chat_requests) for s in (a, b, c)]
     written = answers(tmp_path / "out.jsonl")
     assert len(written) == count
@@ -333,3 +331,36 @@ async def test_ten_thousand_lines_over_three_faulty_servers(tmp_path: Path) -> N
     # and are sent again on a fresh connection (not a retry).
     assert 0 < report.retried <= sum(served) - count
     assert sum(report.endpoints.values()) == count
+
+
+async def test_a_server_killed_mid_run_loses_no_line(tmp_path: Path) -> None:
+    """Three servers, one stopped after 300 answers: the run finishes on the other two,
+    every line answered once in the output, nothing in the errors file."""
+    count = 2000
+    source = write_lines(
+        tmp_path / "in.jsonl", [chat_line(f"row-{n}", f"question {n}") for n in range(count)]
+    )
+    async with TestServer() as a, TestServer() as b, TestServer() as c:
+        for server in (a, b, c):
+            server.fallback = lambda request: Reply(
+                text=echo_reply(request).text, delay_between=0.002
+            )
+        stopping: list[asyncio.Task[None]] = []
+
+        def progress(report: llmtap.batch.BatchReport) -> None:
+            if report.done == 300 and not stopping:
+                stopping.append(asyncio.ensure_future(b.stop()))
+
+        endpoints = [{"endpoint": s.url, "model": "gpt-4o-mini"} for s in (a, b, c)]
+        async with Router(endpoints, max_retries=3) as router:
+            report = await llmtap.batch.run(
+                router, source, tmp_path / "out.jsonl", concurrency=32, on_progress=progress
+            )
+        await asyncio.gather(*stopping)
+        after_stop = (len(a.chat_requests), len(c.chat_requests))
+    assert answers(tmp_path / "out.jsonl") == {
+        f"row-{n}": f"echo: question {n}" for n in range(count)
+    }
+    assert read_lines(tmp_path / "out.errors.jsonl") == []
+    assert (report.succeeded, report.failures) == (count, 0)
+    assert min(after_stop) > 300

@@ -103,15 +103,16 @@ def embeddings_list(vectors: Sequence[Sequence[float]], model: str | None) -> di
     }
 
 
-def success_line(custom_id: str, body: dict[str, Any], request_id: str | None) -> bytes:
-    """The output line of a request that got its answer."""
+def success_line(custom_id: str, body: dict[str, Any]) -> bytes:
+    """The output line of a request that got its answer (its ``request_id`` made here:
+    llmtap does not keep the server's ``x-request-id`` of an answer)."""
     return orjson.dumps(
         {
             "id": _id("batch_req_"),
             "custom_id": custom_id,
             "response": {
                 "status_code": 200,
-                "request_id": request_id or _id("req_"),
+                "request_id": _id("req_"),
                 "body": body,
             },
             "error": None,

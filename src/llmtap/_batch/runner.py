@@ -419,7 +419,7 @@ class _Run:
                 _TICKET.reset(token)
             break
         self.retried += ticket.retries
-        self.journal.write(success_line(job.custom_id, body, ticket.response_id))
+        self.journal.write(success_line(job.custom_id, body))
         self.succeeded += 1
         self.done += 1
         if ticket.endpoint is not None:

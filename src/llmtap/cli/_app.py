@@ -1,4 +1,4 @@
-"""The ``llmtap`` command: chat, models, check, pull, bench, serve-test.
+"""The ``llmtap`` command: chat, models, check, pull, bench, batch, serve-test.
 
 Every command reads its settings with one precedence: flags (``--endpoint NAME``'s entry among
 them) > environment (``LLMTAP_*``, then ``OPENAI_BASE_URL`` / ``OLLAMA_HOST`` /
@@ -506,6 +506,142 @@ def serve_test(
         )
 
     run(body, debug=debug)
+
+
+@app.command(
+    cls=_Command,
+    epilog=_examples(
+        "llmtap batch tickets.jsonl -o answers.jsonl -m qwen3",
+        "llmtap batch openai_batch.jsonl -o out.jsonl -m qwen3 --concurrency 16 --resume",
+        "llmtap batch in.jsonl -o out.jsonl -e http://gpu1:11434 -e http://gpu2:11434",
+    ),
+)
+def batch(
+    input_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="INPUT",
+            help="JSONL requests: OpenAI's Batch API format (chat completions and "
+            'embeddings), or {"messages": [...]} / {"prompt": "..."} lines.',
+            show_default=False,
+            dir_okay=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Where answers go, one JSON line each, as they complete (OpenAI's batch "
+            "output format).",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ],
+    errors: Annotated[
+        Path | None,
+        typer.Option(
+            "--errors",
+            metavar="FILE",
+            help="Where failures go (default: OUTPUT with .errors before its suffix).",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    endpoints: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            "-e",
+            metavar="URL|NAME",
+            help="A server (repeat it for several: they share the work as a Router). "
+            "Default: LLMTAP_ENDPOINTS (comma-separated), else the usual one endpoint.",
+            show_default=False,
+            rich_help_panel="Connection",
+        ),
+    ] = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        int, typer.Option(metavar="N", help="Requests in flight at most.", min=1)
+    ] = 64,
+    max_rpm: Annotated[
+        float | None,
+        typer.Option(metavar="N", help="Requests started per minute at most.", min=0.001),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            metavar="",
+            help="Continue a run: skip every custom_id already in the output or errors file "
+            "(repairing a last line a crash cut short).",
+        ),
+    ] = False,
+    max_errors: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Stop once N lines have failed.", min=1),
+    ] = None,
+    temperature: Annotated[
+        float | None,
+        typer.Option(metavar="T", help="Temperature for lines that set none.", show_default=False),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Most tokens per answer, for lines that set none.", min=1),
+    ] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="A system message for lines that have none."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar="", help="Print the report as JSON at the end.")
+    ] = False,
+    idle_timeout: IdleTimeoutOption = None,
+    first_token_timeout: FirstTokenTimeoutOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Send every line of INPUT to the server(s) and write each answer as it completes.
+
+    A progress bar on a terminal, a summary at the end. Ctrl-C stops sending, lets what is
+    in flight finish and be written, and prints the command that resumes the run. Exit
+    code 0 when every line was answered, 1 when some failed (see the errors file) or
+    --max-errors stopped the run, 2 for an input that cannot be used (duplicate
+    custom_ids are refused before anything is sent), 130 after Ctrl-C.
+    """
+
+    def body() -> int:
+        from llmtap.cli._batch import BatchPlan, argv, batch_command, endpoints_from
+
+        params: dict[str, Any] = {}
+        if temperature is not None:
+            params["temperature"] = temperature
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        configs = [
+            Connection(endpoint, model, api_key, config).load(
+                idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
+            )
+            for endpoint in endpoints_from(endpoints or [])
+        ]
+        plan = BatchPlan(
+            input=input_file,
+            output=output,
+            errors=errors,
+            concurrency=concurrency,
+            max_rpm=max_rpm,
+            resume=resume,
+            max_errors=max_errors,
+            model=model,
+            params=params,
+            system=system,
+            as_json=as_json,
+            argv=argv(),
+        )
+        return asyncio.run(batch_command(configs, plan))
+
+    run(body, debug=debug, traced=True)
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from rich.console import Console
 
 from llmtap._config import LLMConfig, default_config_path, read_config_file
 from llmtap._errors import (
+    BatchFileError,
     ConfigFileError,
     LLMConnectionError,
     LLMError,
@@ -642,6 +643,9 @@ def run(command: Callable[[], int], *, debug: bool = False, traced: bool = False
     except CLIError as exc:
         _print_error(err, exc.message)
         code = exc.code
+    except BatchFileError as exc:
+        _print_error(err, str(exc))
+        code = EXIT_USAGE
     except (LLMError, LLMUsageError) as exc:
         if debug:
             _print_traceback(err)
