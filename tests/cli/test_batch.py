@@ -85,7 +85,7 @@ async def test_killed_three_times_then_resumed_each_line_once(home: Path, tmp_pa
                 written = {f"q{name[1:]}" for name in whole_lines(output)}
                 checks.append((len(server.chat_requests), written))
             else:
-                out, err = await asyncio.wait_for(process.communicate(), timeout=120)
+                _out, err = await asyncio.wait_for(process.communicate(), timeout=120)
                 assert process.returncode == 0, err.decode()
         prompts = [prompt_of(request) for request in server.chat_requests]
     ids = [line["custom_id"] for line in lines_of(output)]
