@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import llmtap
 from llmtap import BatchFileError, LLMClient, LLMConfig, Router
@@ -388,3 +390,28 @@ async def test_readme_batch_example_runs(
         await namespace["main"]()
     assert len(answers(tmp_path / "answers.jsonl")) == 20
     assert "20 answered, {} failed" in capsys.readouterr().out
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(ids=st.lists(st.sampled_from([f"id{n}" for n in range(40)]) | st.none(), max_size=60))
+def test_scan_refuses_exactly_the_duplicates(tmp_path: Path, ids: list[str | None]) -> None:
+    """Any mix of ids, repeated or not, and lines without one: scan() counts the lines and
+    refuses exactly when two lines share an id (a missing one is its line number)."""
+    from llmtap._batch.lines import scan
+
+    path = tmp_path / "in.jsonl"
+    write_lines(path, [{"prompt": "p"} if i is None else {"custom_id": i, "prompt": "p"}
+                       for i in ids])  # fmt: skip
+    effective = [str(n) if i is None else i for n, i in enumerate(ids, 1)]
+    repeated = list(dict.fromkeys(i for i in effective if effective.count(i) > 1))
+    if repeated:
+        with pytest.raises(BatchFileError) as caught:
+            scan(path)
+        assert f"{len(repeated)} custom_id(s) appear on more than one line" in str(caught.value)
+        for custom_id in repeated[:10]:  # the message names the first ten
+            lines = [n for n, i in enumerate(effective, 1) if i == custom_id][:5]
+            assert f"{custom_id!r} on lines {', '.join(map(str, lines))}" in str(caught.value)
+    else:
+        assert scan(path).lines == len(ids)
