@@ -160,3 +160,24 @@ async def testing() -> None:
     async with TestServer(dialect="vllm") as server:
         server.script(Reply(text="Hello", usage=(3, 1)))
         assert_type(server.url, str)
+
+
+async def bulk_and_telemetry() -> None:
+    import llmtap.batch
+    import llmtap.otel
+    import llmtap.prometheus
+    from llmtap import HookRecord, RequestCancelled, RequestFinished
+
+    def hook(record: HookRecord) -> None:
+        if isinstance(record, RequestFinished):
+            assert_type(record.tokens, tuple[int | None, int | None])
+            assert_type(record.url, str | None)
+        elif isinstance(record, RequestCancelled):
+            assert_type(record.attempts, int)
+
+    config = LLMConfig(hooks=[hook, llmtap.otel.hooks(), llmtap.prometheus.hooks()])
+    async with LLMClient(config) as client:
+        report = await llmtap.batch.run(client, "in.jsonl", "out.jsonl", resume=True)
+        assert_type(report, llmtap.batch.BatchReport)
+        assert_type(report.failed["503"], int)
+        assert_type(report.requests_per_second, float)
