@@ -51,6 +51,9 @@ PEER_ROUNDS = 3
 #: request, 50 pin its figure; llmtap's, at a fraction of a millisecond, take more to
 #: measure a few percent (a hook's cost) above the noise.
 PEER_REQUESTS = 50
+#: The two "clients" of the batch scenario: llmtap.batch.run, and the loop a user would write.
+BATCH_RUN = "llmtap.batch.run"
+BATCH_LOOP = "gather+semaphore"
 _RUN_TIMEOUT = 180.0
 _groups = itertools.count()
 
@@ -162,6 +165,27 @@ SCENARIOS: dict[str, Scenario] = {
             "ms",
             {"runs": 5, "modules": ["llmtap", "openai", "ollama", "aiohttp"]},
             {"runs": 2},
+        ),
+        Scenario(
+            "batch",
+            "llmtap.batch.run and a bare asyncio.gather + semaphore loop of chat() that writes "
+            "each result as a JSON line: {lines:,} requests of {chunks} chunks, concurrency "
+            "{concurrency}, in a process of their own",
+            "batch",
+            "cpu_us_per_request",
+            "µs/request",
+            {"lines": 2000, "chunks": 20, "concurrency": 64, "rounds": 5},
+            {"lines": 500, "rounds": 2},
+        ),
+        Scenario(
+            "batch_rss",
+            "llmtap.batch.run's peak RSS by input size (a target that answers at once: the "
+            "run's own memory; one process each)",
+            "batch_rss",
+            "peak_rss_mb",
+            "MB",
+            {"lines": [10_000, 1_000_000]},
+            {"lines": [10_000, 100_000]},
         ),
         Scenario(
             "rss",
@@ -542,6 +566,45 @@ def _rss(
     return results
 
 
+def _batch_cpu(sizes: dict[str, Any], url: str, progress: Progress) -> dict[str, dict[str, Any]]:
+    """``python -m benchmarks.batch cpu``: llmtap.batch.run and the bare loop, interleaved."""
+    progress(f"batch: {sizes['rounds']} rounds of {sizes['lines']} requests each way")
+    command = [
+        sys.executable, "-m", "benchmarks.batch", "cpu", url,
+        "--lines", str(sizes["lines"]), "--chunks", str(sizes["chunks"]),
+        "--concurrency", str(sizes["concurrency"]), "--rounds", str(sizes["rounds"]),
+    ]  # fmt: skip
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        failure = {"errors": 1, "first_error": out.stderr.strip()[-500:]}
+        return {BATCH_RUN: failure, BATCH_LOOP: dict(failure)}
+    figures = json.loads(out.stdout)
+    return {
+        name: {
+            "cpu_us_per_request": figures[key]["cpu_us_per_request"],
+            "requests_per_s": figures[key]["requests_per_second"],
+            "errors": 0,
+        }
+        for name, key in ((BATCH_RUN, "batch"), (BATCH_LOOP, "gather"))
+    }
+
+
+def _batch_rss(sizes: dict[str, Any], progress: Progress) -> dict[str, dict[str, Any]]:
+    """``python -m benchmarks.batch rss``: one fresh process per input size."""
+    results: dict[str, dict[str, Any]] = {}
+    for lines in sizes["lines"]:
+        name = f"{lines:,} lines"
+        progress(f"batch_rss: {name}")
+        command = [sys.executable, "-m", "benchmarks.batch", "rss", str(lines)]
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+        if out.returncode != 0:
+            results[name] = {"errors": 1, "first_error": out.stderr.strip()[-500:]}
+            continue
+        figures = json.loads(out.stdout)
+        results[name] = {"peak_rss_mb": figures["peak_rss_mb"], "errors": 0}
+    return results
+
+
 async def run_scenario(
     scenario: Scenario,
     *,
@@ -562,6 +625,10 @@ async def run_scenario(
         clients = _import_times(sizes, progress)
     elif scenario.kind == "rss":
         clients = _rss(sizes, names, server.url, progress)
+    elif scenario.kind == "batch":
+        clients = _batch_cpu(sizes, server.url, progress)
+    elif scenario.kind == "batch_rss":
+        clients = _batch_rss(sizes, progress)
     else:
         clients = await _in_process(scenario, sizes, names, server, progress)
     return {

@@ -13,6 +13,8 @@ from typing import Any
 __all__ = ["render", "reported", "summary_table", "targets"]
 
 BASE = "llmtap.stream_chat"
+BATCH_RUN = "llmtap.batch.run"
+BATCH_LOOP = "gather+semaphore"
 FLOOR = "floor"
 HOOKED = "llmtap.stream_chat+hook"
 OTEL = "llmtap.stream_chat+otel"
@@ -32,7 +34,7 @@ _SUMMARY = (
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
         padded = (
@@ -278,6 +280,32 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 )
     else:
         out.append(_target("1,000 concurrent streams complete with no error", None, 0.0))
+    run_cpu, loop_cpu = v("batch", BATCH_RUN), v("batch", BATCH_LOOP)
+    rates = results["scenarios"].get("batch", {}).get("clients", {})
+    out.append(
+        _target(
+            "llmtap.batch.run CPU/request ≤ 1.2× a bare asyncio.gather + semaphore loop of "
+            "chat() writing each result as a JSON line (same concurrency)",
+            _ratio(run_cpu, loop_cpu),
+            1.2,
+            ", ".join(
+                f"{name} {_num(rates.get(name, {}).get('requests_per_s'))} requests/s"
+                for name in (BATCH_RUN, BATCH_LOOP)
+            ),
+        )
+    )
+    sizes = results["scenarios"].get("batch_rss", {}).get("sizes", {}).get("lines", [])
+    if len(sizes) == 2:
+        small, large = (f"{lines:,} lines" for lines in sizes)
+        out.append(
+            _target(
+                f"llmtap.batch.run peak RSS with {large} ≤ 1.1× with {small}",
+                _ratio(v("batch_rss", large), v("batch_rss", small)),
+                1.1,
+            )
+        )
+    else:
+        out.append(_target("llmtap.batch.run peak RSS: 1,000,000 lines ≤ 1.1× 10,000", None, 1.1))
     out.append(
         _target(
             "import llmtap ≤ 1/2 of import openai",
