@@ -33,7 +33,7 @@ LAYERS: list[set[str]] = [
     {"llmtap._sync", "llmtap._batch"},
     {"llmtap.batch"},
     {"llmtap"},
-    {"llmtap.otel", "llmtap.prometheus"},
+    {"llmtap.otel", "llmtap.prometheus", "llmtap.ray"},
     {"llmtap.cli", "llmtap.testing"},
 ]
 #: Packages whose modules count as one unit in the layers.

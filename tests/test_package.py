@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_exported_members_are_exactly_the_public_names() -> None:
     """__all__ is sorted and lists every public name the package exposes, no more."""
     # imported by tests (or by users, for what needs an extra), never by llmtap itself
-    subpackages = {"testing", "cli", "otel", "prometheus"}
+    subpackages = {"testing", "cli", "otel", "prometheus", "ray"}
     public = {n for n in vars(llmtap) if not n.startswith("_")} - subpackages
     assert llmtap.__all__ == sorted(llmtap.__all__)
     assert set(llmtap.__all__) - {"__version__"} == public
