@@ -39,6 +39,7 @@ from llmtap._errors import ConfigFileError, LLMUsageError, scrub
 __all__ = [
     "LLMConfig",
     "default_config_path",
+    "endpoints_from_env",
     "normalize_ollama_host",
     "read_config_file",
 ]
@@ -524,3 +525,10 @@ def _file_errors(
         if key in values and key not in higher:
             blamed.append((key, error["msg"]))
     return blamed
+
+
+def endpoints_from_env() -> list[str]:
+    """The URLs in ``LLMTAP_ENDPOINTS`` (comma-separated; empty when it is unset), as a
+    ``Router``, ``llmtap batch`` and ``llmtap.ray`` read them."""
+    urls = (url.strip() for url in os.environ.get("LLMTAP_ENDPOINTS", "").split(","))
+    return [url for url in urls if url]

@@ -74,7 +74,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -85,7 +84,7 @@ import numpy as np
 # PyArrow ships no type information (and a machine without the extra has no PyArrow).
 import pyarrow as pa  # type: ignore[import-untyped, import-not-found, unused-ignore]
 
-from llmtap._config import LLMConfig
+from llmtap._config import LLMConfig, endpoints_from_env
 from llmtap._errors import LLMError, LLMUsageError
 from llmtap._router import Router
 
@@ -225,8 +224,7 @@ class ChatProcessor:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, not {concurrency!r}")
         if endpoints is None:
-            urls = [url.strip() for url in os.environ.get("LLMTAP_ENDPOINTS", "").split(",")]
-            endpoints = [url for url in urls if url]
+            endpoints = endpoints_from_env()
             if not endpoints:
                 raise ValueError(
                     "LLMTAP_ENDPOINTS is not set in this Ray worker: pass endpoints=[...], or "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ from pydantic import ValidationError
 
 from llmtap._call import Call, Ended
 from llmtap._client import LLMClient, client_for
-from llmtap._config import LLMConfig, read_config_file
+from llmtap._config import LLMConfig, endpoints_from_env, read_config_file
 from llmtap._errors import ConfigFileError, LLMError, LLMUsageError, redact_url
 from llmtap._hooks import Hook, Hooks, Operation
 from llmtap._messages import check_messages
@@ -202,8 +201,7 @@ class Router:
             >>> # LLMTAP_ENDPOINTS=http://gpu1:11434,http://gpu2:11434
             >>> router = Router.from_env(model="qwen3", strategy="round_robin")
         """
-        urls = [url.strip() for url in os.environ.get("LLMTAP_ENDPOINTS", "").split(",")]
-        urls = [url for url in urls if url]
+        urls = endpoints_from_env()
         if not urls:
             raise ValueError(
                 "LLMTAP_ENDPOINTS is not set: set it to the servers' URLs, comma-separated "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shlex
 import signal
 import sys
@@ -27,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 
 from llmtap._client import LLMClient
-from llmtap._config import LLMConfig
+from llmtap._config import LLMConfig, endpoints_from_env
 from llmtap._errors import LLMError
 from llmtap._router import Router
 from llmtap.batch import BatchReport, BatchTarget, run
@@ -264,8 +263,7 @@ def endpoints_from(flags: Sequence[str]) -> list[str | None]:
     (comma-separated), else the one default endpoint (``None``)."""
     if flags:
         return list(flags)
-    found = [url.strip() for url in os.environ.get("LLMTAP_ENDPOINTS", "").split(",")]
-    return [url for url in found if url] or [None]
+    return [*endpoints_from_env()] or [None]
 
 
 def argv() -> list[str]:
