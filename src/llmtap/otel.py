@@ -329,13 +329,11 @@ class OTelHook:
                 self._output(call, record)
         span.end()
         self._duration.record(ended - call.began, attributes)
+        # Each record gets a dict of its own: an SDK may keep the one it is given (1.30 does).
         if prompt is not None:
-            attributes["gen_ai.token.type"] = "input"
-            self._tokens.record(prompt, attributes)
+            self._tokens.record(prompt, {**attributes, "gen_ai.token.type": "input"})
         if completion is not None:
-            attributes["gen_ai.token.type"] = "output"
-            self._tokens.record(completion, attributes)
-        attributes.pop("gen_ai.token.type", None)
+            self._tokens.record(completion, {**attributes, "gen_ai.token.type": "output"})
         if call.stream and call.first_chunk is not None:
             self._to_first_chunk.record(call.first_chunk, attributes)
             if record.chunks > 1:

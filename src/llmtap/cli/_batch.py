@@ -205,11 +205,13 @@ class _Display:
         self.update: Callable[[BatchReport], None] = self._update if show else _ignore
 
     def __enter__(self) -> _Display:
-        self.progress.__enter__()
+        if self.show:  # a disabled bar still writes a newline at its end (rich 13.8)
+            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.progress.__exit__(None, None, None)
+        if self.show:
+            self.progress.__exit__(None, None, None)
 
     def _update(self, report: BatchReport) -> None:
         progress = self.progress
