@@ -271,8 +271,8 @@ async def test_each_batch_format_is_read(ray: Any) -> None:
 async def test_readme_ray_example_runs(ray: Any, tmp_path: Path) -> None:
     """The README's Ray example, as written, but for ray.init() (this module started Ray),
     the servers (two loopback servers in place of gpu1 and gpu2), the actor count (one: a
-    40-row file is one block) and the files (in a temporary directory): the answers are written to Parquet,
-    one row per question."""
+    40-row file is one block) and the files (in a temporary directory): the answers are
+    written to Parquet, one row per question."""
     import re
 
     import pyarrow as pa
