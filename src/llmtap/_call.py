@@ -741,16 +741,7 @@ class Call:
         if self._terminal:
             return
         self._terminal = True
-        upstream, request = self.upstream, self.request
-        record = RequestFailed(
-            self.id,
-            upstream.name if upstream else None,
-            self.attempts,
-            error,
-            upstream.url if upstream else None,
-            request.body if request is not None else None,
-            self._server(),
-        )
+        record = RequestFailed(self.id, attempts=self.attempts, error=error, **self._where())
         if (waiting := self.hooks.emit(record)) is not None:
             await waiting
 
@@ -779,27 +770,26 @@ class Call:
         if self._terminal or self.hooks is None:
             return
         self._terminal = True
-        upstream, request = self.upstream, self.request
-        self.hooks.emit_soon(
-            RequestCancelled(
-                self.id,
-                upstream.name if upstream else None,
-                self.attempts,
-                upstream.url if upstream else None,
-                request.body if request is not None else None,
-                self._server(),
-            )
-        )
+        self.hooks.emit_soon(RequestCancelled(self.id, attempts=self.attempts, **self._where()))
 
-    def _server(self) -> ServerKind | None:
-        """The kind of the current attempt's server, as far as known (``None``: no attempt
-        reached one)."""
-        upstream = self.upstream
+    def _where(self) -> dict[str, Any]:
+        """Where the current attempt went, for a record that ends the call: the endpoint,
+        its URL, the request's body and the kind of server, as far as known (all ``None``:
+        no attempt reached one)."""
+        upstream, request = self.upstream, self.request
         if upstream is None:
-            return None
-        if self.progress is not None:
-            return self.progress.server_on(upstream)
-        return upstream.server or guess_server(upstream.dialect, None)
+            return {"endpoint": None, "url": None, "body": None, "server": None}
+        progress = self.progress
+        return {
+            "endpoint": upstream.name,
+            "url": upstream.url,
+            "body": request.body if request is not None else None,
+            "server": (
+                progress.server_on(upstream)
+                if progress is not None
+                else upstream.server or guess_server(upstream.dialect, None)
+            ),
+        }
 
     def _can_resume(self, upstream: Upstream) -> bool:
         """Resuming was asked for, text was delivered, no tool call began, and the server is

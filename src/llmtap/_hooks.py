@@ -203,15 +203,7 @@ class RequestFinished:
             return None, None
         if isinstance(counts, Usage):
             return counts.prompt_tokens, counts.completion_tokens
-        usage = counts.get("usage")
-        if type(usage) is dict:
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-        else:
-            prompt, completion = counts.get("prompt_eval_count"), counts.get("eval_count")
-        return (
-            prompt if type(prompt) is int else None,
-            completion if type(completion) is int else None,
-        )
+        return _counts_in(counts) or (None, None)
 
     @property
     def timings(self) -> Timings:
@@ -293,9 +285,9 @@ def _count(value: Any) -> int | float | None:
     return value if type(value) is int or type(value) is float else None
 
 
-def usage_in(chunk: Mapping[str, Any]) -> Usage | None:
-    """The token counts a raw stream's chunk carries (OpenAI's ``usage``, or Ollama's
-    ``prompt_eval_count`` and ``eval_count``); ``None`` when it carries none."""
+def _counts_in(chunk: Mapping[str, Any]) -> tuple[int | None, int | None] | None:
+    """The prompt and completion counts a raw stream's chunk carries (OpenAI's ``usage``,
+    or Ollama's ``prompt_eval_count`` and ``eval_count``); ``None`` when it carries none."""
     usage = chunk.get("usage")
     if type(usage) is dict:
         prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
@@ -303,8 +295,19 @@ def usage_in(chunk: Mapping[str, Any]) -> Usage | None:
         prompt, completion = chunk.get("prompt_eval_count"), chunk.get("eval_count")
     else:
         return None
-    prompt = prompt if type(prompt) is int else None
-    completion = completion if type(completion) is int else None
+    return (
+        prompt if type(prompt) is int else None,
+        completion if type(completion) is int else None,
+    )
+
+
+def usage_in(chunk: Mapping[str, Any]) -> Usage | None:
+    """The token counts a raw stream's chunk carries (OpenAI's ``usage``, or Ollama's
+    ``prompt_eval_count`` and ``eval_count``); ``None`` when it carries none."""
+    counts = _counts_in(chunk)
+    if counts is None:
+        return None
+    prompt, completion = counts
     return trusted(
         Usage,
         prompt_tokens=prompt,
