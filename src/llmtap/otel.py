@@ -274,29 +274,29 @@ class OTelHook:
         )
 
     def _end_attributes(
-        self, call: _Call, endpoint: str | None, url: str | None, server: str | None
+        self, call: _Call, record: RequestFinished | RequestFailed | RequestCancelled
     ) -> None:
-        """What the end of a call tells about where it went (a router's endpoint)."""
+        """What the end of a call tells about where it went (a router's endpoint), and the
+        request's parameters when the start did not have them (a router's)."""
         attributes = call.metric_attributes
-        provider = _telemetry.provider_name(server)
-        if attributes.get("gen_ai.provider.name") != provider and (
-            server is not None or "gen_ai.provider.name" not in attributes
-        ):
-            self._provider(attributes, provider)
-        if url != call.url:
-            where = _telemetry.address(url)
+        if record.server is not None or "gen_ai.provider.name" not in attributes:
+            self._provider(attributes, _telemetry.provider_name(record.server))
+        if record.url != call.url:
+            where = _telemetry.address(record.url)
             if where is not None:
                 attributes["server.address"], attributes["server.port"] = where
         span = call.span
         if span.is_recording():
             span.set_attributes(attributes)
-            if endpoint is not None:
-                span.set_attribute("llmtap.endpoint", endpoint)
+            if record.endpoint is not None:
+                span.set_attribute("llmtap.endpoint", record.endpoint)
+            if not call.request_set and record.body is not None:
+                self._request(call, record.body)
 
     def _finished(self, call: _Call, record: RequestFinished) -> None:
         ended = time.perf_counter()
         span = call.span
-        self._end_attributes(call, record.endpoint, record.url, record.server)
+        self._end_attributes(call, record)
         attributes = call.metric_attributes
         model = record.model
         if model:
@@ -307,8 +307,6 @@ class OTelHook:
             if result is not None:
                 prompt, completion = result.usage.prompt_tokens, result.usage.completion_tokens
         if span.is_recording():
-            if not call.request_set and record.body is not None:
-                self._request(call, record.body)
             if model:
                 span.set_attribute("gen_ai.response.model", model)
             if record.response_id:
@@ -356,12 +354,10 @@ class OTelHook:
     def _failed(self, call: _Call, record: RequestFailed) -> None:
         ended = time.perf_counter()
         span = call.span
-        self._end_attributes(call, record.endpoint, record.url, record.server)
+        self._end_attributes(call, record)
         kind = _telemetry.error_type(record.error)
         attributes = {**call.metric_attributes, "error.type": kind}
         if span.is_recording():
-            if not call.request_set and record.body is not None:
-                self._request(call, record.body)
             span.set_attribute("error.type", kind)
             span.set_status(Status(StatusCode.ERROR, f"{type(record.error).__name__}"))
         span.end()
@@ -370,10 +366,8 @@ class OTelHook:
     def _cancelled(self, call: _Call, record: RequestCancelled) -> None:
         """A call the caller stopped: its span ends (marked), no metric counts it."""
         span = call.span
-        self._end_attributes(call, record.endpoint, record.url, record.server)
+        self._end_attributes(call, record)
         if span.is_recording():
-            if not call.request_set and record.body is not None:
-                self._request(call, record.body)
             span.set_attribute("llmtap.cancelled", True)
         span.end()
 
