@@ -29,7 +29,7 @@ from llmtap._client import LLMClient
 from llmtap._config import LLMConfig, endpoints_from_env
 from llmtap._errors import LLMError
 from llmtap._router import Router
-from llmtap.batch import BatchReport, BatchTarget, run
+from llmtap.batch import BatchReport, run
 from llmtap.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_NO_MODEL,
@@ -98,7 +98,7 @@ async def batch_command(configs: Sequence[LLMConfig], plan: BatchPlan) -> int:
             await _preflight(target, err)
             with display:
                 report = await run(
-                    _target(target),
+                    target,
                     plan.input,
                     plan.output,
                     errors=plan.errors,
@@ -169,10 +169,6 @@ def _target_for(configs: Sequence[LLMConfig], model: str | None) -> LLMClient | 
     if len(configs) == 1:
         return LLMClient(configs[0])
     return Router(list(configs), model=model)
-
-
-def _target(target: LLMClient | Router) -> BatchTarget:
-    return target
 
 
 def _resume_command(plan: BatchPlan) -> str:
