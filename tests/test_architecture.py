@@ -22,6 +22,7 @@ LAYERS: list[set[str]] = [
     {"llmtap._log", "llmtap._results", "llmtap._tools", "llmtap._telemetry"},
     {"llmtap._wire"},
     {"llmtap._retry", "llmtap._hooks"},
+    {"llmtap._store"},
     {"llmtap._http"},
     {"llmtap._probe"},
     {"llmtap._preflight", "llmtap._upstream"},
@@ -42,6 +43,7 @@ UNITS = (
     "llmtap._http",
     "llmtap._router",
     "llmtap._batch",
+    "llmtap._store",
     "llmtap.cli",
     "llmtap.testing",
 )

@@ -27,6 +27,7 @@ from llmtap._errors import (
     LLMTimeoutError,
     LLMToolLoopError,
     LLMUsageError,
+    StoreError,
 )
 from llmtap._hooks import (
     AttemptFailed,
@@ -104,6 +105,7 @@ __all__ = [
     "RequestStarted",
     "Router",
     "RouterStream",
+    "StoreError",
     "StreamEvent",
     "SyncChatStream",
     "SyncClient",

@@ -29,6 +29,7 @@ from llmtap._errors import LLMError, LLMStreamInterrupted
 from llmtap._hooks import (
     AttemptFailed,
     FirstChunk,
+    Hook,
     Hooks,
     Operation,
     RequestCancelled,
@@ -347,6 +348,11 @@ class Call:
         self._last_error: LLMError | None = None
         #: Whether the current server's slot is held (given back exactly once).
         self._held = False
+
+    def add_hook(self, hook: Hook) -> None:
+        """Give ``hook`` this call's records too (before the call is opened)."""
+        own = Hooks([hook])
+        self.hooks = self.hooks + own if self.hooks is not None else own
 
     # --- the loop -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ turns each call into a :class:`~llmtap._call.Call`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self, TypeVar, overload
 
@@ -28,7 +29,8 @@ from llmtap._results import (
     PullProgress,
     ServerKind,
 )
-from llmtap._stream import ChatStream, ChunkStream, RequestFor, whole_answer
+from llmtap._store import Cache, Flight, LogHook
+from llmtap._stream import CachedStream, ChatStream, ChunkStream, RequestFor, whole_answer
 from llmtap._toolloop import ToolEventHandler, ToolRun, run_tools
 from llmtap._upstream import Upstream
 from llmtap._wire.dialects import MessageLike
@@ -57,7 +59,7 @@ class LLMClient:
         ...         print(result.text, result.usage)
     """
 
-    __slots__ = ("_hooks", "_route", "_upstream")
+    __slots__ = ("_cache", "_hooks", "_log", "_route", "_upstream")
 
     def __init__(self, config: LLMConfig | None = None, **overrides: Any) -> None:
         if config is None:
@@ -69,8 +71,18 @@ class LLMClient:
     def _bind(self, upstream: Upstream) -> None:
         self._upstream = upstream
         self._route = Direct(upstream)
-        hooks = upstream.config.hooks
+        config = upstream.config
+        hooks = list(config.hooks)
+        self._log = LogHook(config.log_db) if config.log_db is not None else None
+        if self._log is not None:
+            hooks.append(self._log)
         self._hooks = Hooks(hooks) if hooks else None
+        cache = config.cache_path
+        self._cache = (
+            Cache(cache, ttl=config.cache_ttl, nondeterministic=config.cache_nondeterministic)
+            if cache is not None
+            else None
+        )
 
     def __repr__(self) -> str:
         config = self._upstream.config
@@ -99,8 +111,14 @@ class LLMClient:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def close(self) -> None:
-        """Close the connection pool. The client cannot be used afterwards."""
+        """Close the connection pool, and write what the log and the cache still hold. The
+        client cannot be used afterwards."""
         await self._upstream.close()
+        if self._log is not None:
+            await asyncio.to_thread(self._log.flush)
+        if self._cache is not None:
+            await asyncio.to_thread(self._cache.flush)
+            self._cache.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -216,7 +234,12 @@ class LLMClient:
                 assistant message (Ollama, llama.cpp, vLLM) and never once tool calls began.
             **params: Passed through into the request body.
         """
-        return ChatStream(self._call(resume=resume), *self._requests(messages, tools, params))
+        request_for, request = self._requests(messages, tools, params)
+        call = self._call(resume=resume)
+        key = self._cache_key(request)
+        if key is None:
+            return ChatStream(call, request_for, request)
+        return CachedStream(call, request_for, request, lambda: self._look_up(key, request))
 
     async def chat(
         self,
@@ -243,7 +266,38 @@ class LLMClient:
         """
         request_for, request = self._requests(messages, tools, params, stream=stream)
         call = self._call(exposed=False, resume=resume and stream, stream=stream)
-        return await whole_answer(call, request_for, request)
+        key = self._cache_key(request)
+        if key is None:
+            return await whole_answer(call, request_for, request)
+        hit, flight = await self._look_up(key, request)
+        if flight is None:
+            assert hit is not None
+            return hit
+        try:
+            result = await whole_answer(call, request_for, request)
+        except BaseException:
+            flight.settle(None)
+            raise
+        flight.settle(result, url=request.url)
+        return result
+
+    # --- the response cache ---------------------------------------------------------------
+
+    def _cache_key(self, request: ChatRequest) -> str | None:
+        """The request's key in the response cache (``None``: no cache, or not cached)."""
+        cache = self._cache
+        return None if cache is None else cache.key_for(request.url, request.payload)
+
+    async def _look_up(
+        self, key: str, request: ChatRequest
+    ) -> tuple[ChatResult | None, Flight | None]:
+        """Ask the cache for ``key``: an answer (logged as cached), or the flight of the
+        request to send."""
+        assert self._cache is not None
+        hit, flight = await self._cache.find(key)
+        if hit is not None and self._log is not None:
+            self._log.log_cached(request.body, request.url, hit)
+        return hit, flight
 
     # --- tools and structured output ------------------------------------------------------
 

@@ -38,7 +38,9 @@ from llmtap._errors import ConfigFileError, LLMUsageError, scrub
 
 __all__ = [
     "LLMConfig",
+    "default_cache_path",
     "default_config_path",
+    "default_log_path",
     "endpoints_from_env",
     "normalize_ollama_host",
     "read_config_file",
@@ -183,6 +185,22 @@ class LLMConfig(BaseSettings):
         description="Lifecycle hooks: callables (sync or async) taking each record of a call.",
     )
 
+    log_db: Path | None = Field(
+        default=None,
+        description="Log chat calls to this SQLite file (`llmtap logs` reads it); None: no log.",
+    )
+    cache: bool | Path = Field(
+        default=False,
+        description="Response cache: a SQLite file, or True for the default one; False: none.",
+    )
+    cache_ttl: float | None = Field(
+        default=None, gt=0.0, description="Seconds a cached answer is used; None: for ever."
+    )
+    cache_nondeterministic: bool = Field(
+        default=False,
+        description="Cache requests without temperature=0 or a seed too.",
+    )
+
     verify: bool | str = Field(
         default=True, description="TLS: verify (default), False, or a CA bundle."
     )
@@ -302,6 +320,30 @@ class LLMConfig(BaseSettings):
             raise ValueError(f"verify names a CA bundle that is not a file: {value!r}")
         return value
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_switch_or_path(cls, value: Any) -> Any:
+        """``LLMTAP_CACHE=1`` (or ``true``, ``yes``, ``on``) is the default file, ``0`` (or
+        ``false``, ``no``, ``off``, empty) none; any other text is a path."""
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in ("1", "true", "yes", "on"):
+                return True
+            if word in ("", "0", "false", "no", "off"):
+                return False
+            return Path(value).expanduser()
+        return value
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The response cache's file: ``cache`` when it is a path, the default file
+        (:func:`default_cache_path`) when it is ``True``; ``None`` when there is no cache."""
+        if self.cache is True:
+            return default_cache_path()
+        if isinstance(self.cache, Path):
+            return self.cache.expanduser()
+        return None
+
     @field_validator("hooks", mode="after")
     @classmethod
     def _hooks_as_a_tuple(cls, value: Sequence[Callable[[Any], Any]]) -> tuple[Any, ...]:
@@ -394,6 +436,20 @@ def default_config_path() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "llmtap" / "config.toml"
+
+
+def default_log_path() -> Path:
+    """Where the command line logs conversations: ``$XDG_DATA_HOME/llmtap/logs.db``, else
+    ``~/.local/share/llmtap/logs.db``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "llmtap" / "logs.db"
+
+
+def default_cache_path() -> Path:
+    """The response cache's file for ``LLMConfig(cache=True)``:
+    ``$XDG_CACHE_HOME/llmtap/cache.db``, else ``~/.cache/llmtap/cache.db``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "llmtap" / "cache.db"
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

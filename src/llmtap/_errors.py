@@ -26,6 +26,8 @@
     ConfigFileError (ValueError)   a config file that cannot be used: .path, .key
     BatchFileError (ValueError)    a batch's input or output file that cannot be used
                                    (duplicate custom_ids, output there without resume): .path
+    StoreError (ValueError)        the conversation log's or the cache's database cannot be
+                                   used (not a database, written by a newer llmtap): .path
 
 Messages say what happened and what to do. None of them, nor any repr, contains an API key:
 the key only ever travels in a request header, and URLs are shown without their userinfo.
@@ -61,6 +63,7 @@ __all__ = [
     "LLMTimeoutError",
     "LLMToolLoopError",
     "LLMUsageError",
+    "StoreError",
     "bounded",
     "redact_url",
     "register_secret",
@@ -383,6 +386,19 @@ class BatchFileError(ValueError):
 
     Attributes:
         path: The file.
+    """
+
+    def __init__(self, message: str, *, path: Path) -> None:
+        super().__init__(scrub(message))
+        self.path = path
+
+
+class StoreError(ValueError):
+    """The conversation log's or the response cache's SQLite database cannot be used: its
+    folder cannot be made, the file is not a database, or a newer llmtap wrote it.
+
+    Attributes:
+        path: The database file.
     """
 
     def __init__(self, message: str, *, path: Path) -> None:

@@ -154,6 +154,9 @@ class ChatResult(BaseModel):
         server: The kind of server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or
             ``"openai-compatible"``.
         warnings: Things worth knowing that did not stop the answer.
+        cached: Whether the answer came from the response cache (``LLMConfig(cache=...)``),
+            or from an identical call made at the same time, rather than from a request of
+            its own. Its ``usage`` and ``timings`` are those of the request that got it.
 
     Example:
         >>> result = ChatResult(
@@ -178,6 +181,7 @@ class ChatResult(BaseModel):
     model: str | None = None
     server: str | None = None
     warnings: tuple[str, ...] = ()
+    cached: bool = False
 
 
 @dataclass(slots=True, frozen=True)

@@ -10,14 +10,25 @@ CPU per token). Only a stream that may resume a broken answer keeps the loop in 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self
+
+import orjson
 
 from llmtap._call import ENDED, Call, Request
 from llmtap._errors import LLMError, LLMUsageError
 from llmtap._hooks import timings_of
 from llmtap._log import get_logger
-from llmtap._results import ChatResult, StreamEvent, TextDelta
+from llmtap._results import (
+    ChatResult,
+    FinishEvent,
+    ReasoningDelta,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    UsageEvent,
+)
+from llmtap._store import Flight
 from llmtap._upstream import Upstream
 from llmtap._wire.listings import canonical_ollama_name
 from llmtap._wire.request import ChatRequest
@@ -26,11 +37,13 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
+    "CachedStream",
     "ChatStream",
     "ChunkStream",
     "RequestFor",
     "RouterStream",
     "build_result",
+    "replay",
     "whole_answer",
 ]
 
@@ -229,6 +242,86 @@ class RouterStream(ChatStream):
         """The name of the endpoint answering (the last one tried); ``None`` before."""
         upstream = self._call.upstream
         return upstream.name if upstream is not None else None
+
+
+#: Looks a call up in the response cache: the answer (a hit), or the flight of a request to
+#: send (a miss).
+Lookup = Callable[[], Awaitable[tuple[ChatResult | None, Flight | None]]]
+
+
+def replay(result: ChatResult) -> Iterator[StreamEvent]:
+    """The events of a whole answer, each part in one piece: its reasoning, its text, each
+    tool call, its usage, why it finished (what a cached answer streams)."""
+    if result.reasoning:
+        yield ReasoningDelta(result.reasoning)
+    if result.text:
+        yield TextDelta(result.text)
+    for index, call in enumerate(result.tool_calls):
+        yield ToolCallDelta(index, call.id, call.name, orjson.dumps(call.arguments).decode())
+    usage = result.usage
+    if usage.prompt_tokens is not None or usage.completion_tokens is not None:
+        yield UsageEvent(usage)
+    if result.finish_reason is not None:
+        yield FinishEvent(result.finish_reason)
+
+
+class CachedStream(ChatStream):
+    """A :class:`ChatStream` of a client with a response cache: before anything is sent, the
+    cache is asked. A hit streams the kept answer's events (:func:`replay`) and gives it as
+    the result (``cached=True``); a miss streams the server's answer as any stream does,
+    and the cache keeps it once it is whole."""
+
+    __slots__ = ("_looked", "_lookup", "_replay")
+
+    def __init__(
+        self, call: Call, request_for: RequestFor, first: Request | None, lookup: Lookup
+    ) -> None:
+        super().__init__(call, request_for, first)
+        self._lookup = lookup
+        self._looked = False
+        self._replay: Iterator[StreamEvent] | None = None
+
+    async def _hit(self) -> ChatResult | None:
+        """Ask the cache, once; on a miss the call settles the flight when it ends."""
+        self._looked = True
+        hit, flight = await self._lookup()
+        if flight is not None:
+            self._call.add_hook(flight.hook)
+        return hit
+
+    def __anext__(self) -> Awaitable[StreamEvent]:
+        if self._replay is not None:
+            return self._replayed()
+        if self._looked or not self._iterated:
+            return super().__anext__()
+        return self._first_event()
+
+    async def _first_event(self) -> StreamEvent:
+        hit = await self._hit()
+        if hit is None:
+            return await super().__anext__()
+        self._result = hit
+        events, self._events = self._events, None
+        if events is not None:  # a resumable stream's loop, never started
+            await events.aclose()
+        self._replay = replay(hit)
+        return await self._replayed()
+
+    async def _replayed(self) -> StreamEvent:
+        assert self._replay is not None
+        for event in self._replay:
+            return event
+        raise StopAsyncIteration
+
+    async def result(self) -> ChatResult:
+        """The whole answer (see :meth:`ChatStream.result`): from the cache when it has it."""
+        if not self._looked and not self._iterated:
+            hit = await self._hit()
+            if hit is not None:
+                self._iterated = True
+                self._result = hit
+                return hit
+        return await super().result()
 
 
 async def whole_answer(
