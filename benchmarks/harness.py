@@ -188,6 +188,36 @@ SCENARIOS: dict[str, Scenario] = {
             {"lines": [10_000, 100_000]},
         ),
         Scenario(
+            "log_stall",
+            "the conversation log with {streams:,} concurrent streams of {chunks} chunks: "
+            "what it adds to the event loop's longest stall when they end (medians of "
+            "{rounds} rounds)",
+            "log_stall",
+            "added_p99_ms",
+            "ms",
+            {"streams": 1000, "chunks": 20, "rounds": 5},
+            {"rounds": 2},
+        ),
+        Scenario(
+            "log_search",
+            "llmtap logs -q: a two-word search over a log of {rows:,} rows (median of {runs})",
+            "log_search",
+            "search_ms",
+            "ms",
+            {"rows": 100_000, "runs": 50},
+            {"rows": 20_000, "runs": 10},
+        ),
+        Scenario(
+            "cache_hit",
+            "a response cache hit for a 4 KB answer: chat() from memory and from the file "
+            "(medians of {hits} and 200)",
+            "cache_hit",
+            "file_hit_us",
+            "µs",
+            {"hits": 1000},
+            {"hits": 200},
+        ),
+        Scenario(
             "rss",
             "peak RSS growth holding {streams:,} open streams (one process per client)",
             "rss",
@@ -589,6 +619,40 @@ def _batch_cpu(sizes: dict[str, Any], url: str, progress: Progress) -> dict[str,
     }
 
 
+#: The one "client" of the log and cache scenarios.
+STORE = "llmtap"
+
+
+def _store(kind: str, sizes: dict[str, Any], url: str, progress: Progress) -> dict[str, Any]:
+    """``python -m benchmarks.store``: the log's stall, its search, a cache hit."""
+    progress(kind)
+    if kind == "log_stall":
+        command = [
+            sys.executable, "-m", "benchmarks.store", "stall", url, "--streams",
+            str(sizes["streams"]), "--chunks", str(sizes["chunks"]), "--rounds",
+            str(sizes["rounds"]),
+        ]  # fmt: skip
+    elif kind == "log_search":
+        command = [
+            sys.executable, "-m", "benchmarks.store", "search", str(sizes["rows"]),
+            "--runs", str(sizes["runs"]),
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "benchmarks.store",
+            "cache",
+            url,
+            "--hits",
+            str(sizes["hits"]),
+        ]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        return {STORE: {"errors": 1, "first_error": out.stderr.strip()[-500:]}}
+    return {STORE: {**json.loads(out.stdout), "errors": 0}}
+
+
 def _batch_rss(sizes: dict[str, Any], progress: Progress) -> dict[str, dict[str, Any]]:
     """``python -m benchmarks.batch rss``: one fresh process per input size."""
     results: dict[str, dict[str, Any]] = {}
@@ -629,6 +693,8 @@ async def run_scenario(
         clients = _batch_cpu(sizes, server.url, progress)
     elif scenario.kind == "batch_rss":
         clients = _batch_rss(sizes, progress)
+    elif scenario.kind in ("log_stall", "log_search", "cache_hit"):
+        clients = _store(scenario.kind, sizes, server.url, progress)
     else:
         clients = await _in_process(scenario, sizes, names, server, progress)
     return {

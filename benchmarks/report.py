@@ -306,6 +306,36 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         out.append(_target("llmtap.batch.run peak RSS: 1,000,000 lines ≤ 1.1× 10,000", None, 1.1))
+    store = "llmtap"
+    stall = results["scenarios"].get("log_stall", {}).get("clients", {}).get(store, {})
+    out.append(
+        _target(
+            "conversation log: longest event-loop stall added when 1,000 concurrent streams "
+            "end ≤ 1 ms at the 99th percentile (the hook's share + the writer thread's)",
+            v("log_stall", store),
+            1.0,
+            f"hook {_num(stall.get('hook_ms'))} ms for {stall.get('rows', '–')} calls ending at "
+            f"once, writer +{_num(stall.get('writer_added_p99_ms'))} ms at p99 (longest "
+            f"{_num(stall.get('writing_max_ms'))} ms), {stall.get('rows', '–')} rows written",
+        )
+    )
+    out.append(
+        _target(
+            "llmtap logs -q over 100,000 rows ≤ 100 ms",
+            v("log_search", store),
+            100.0,
+        )
+    )
+    hits = results["scenarios"].get("cache_hit", {}).get("clients", {}).get(store, {})
+    out.append(
+        _target(
+            "response cache hit for a 4 KB answer ≤ 1 ms (1,000 µs), read from the file",
+            v("cache_hit", store),
+            1000.0,
+            f"from memory {_num(hits.get('memory_hit_us'))} µs; from the file p99 "
+            f"{_num(hits.get('file_hit_p99_us'))} µs",
+        )
+    )
     out.append(
         _target(
             "import llmtap ≤ 1/2 of import openai",

@@ -20,7 +20,7 @@ import hashlib
 import secrets
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,7 @@ import orjson
 
 from llmtap._errors import redact_url
 from llmtap._hooks import HookRecord, RequestFailed, RequestFinished
+from llmtap._log import get_logger
 from llmtap._messages import Message
 from llmtap._results import ChatResult
 from llmtap._store.db import Migrations, open_database, writer_for
@@ -44,6 +45,8 @@ __all__ = [
     "row_of",
     "search",
 ]
+
+_log = get_logger()
 
 WHAT = "conversation log"
 
@@ -102,8 +105,43 @@ _INSERT = (
 )
 
 
-def _insert(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
-    connection.executemany(_INSERT, rows)
+def _log_calls(connection: sqlite3.Connection, ended: list[tuple[HookRecord, float]]) -> None:
+    """The writer's job: the rows of calls that ended (records, and when), written.
+
+    The rows are built here, in the writer's thread, not by the hook: a thousand streams
+    that end together would otherwise hold the event loop for a thousand rows' work. The
+    thread lets the loop in between two rows (a short sleep gives up the GIL for long enough
+    that a loop waiting for it gets it), so that it never waits for more than one row."""
+    rows = []
+    for record, at in ended:
+        rows.append(_guarded(row_of, record, at=at))
+        time.sleep(_BREATHE)
+    connection.executemany(_INSERT, [row for row in rows if row is not None])
+
+
+def _log_hits(
+    connection: sqlite3.Connection, hits: list[tuple[bytes, str, ChatResult, float]]
+) -> None:
+    """The writer's job for answers the cache gave (as :func:`_log_calls`)."""
+    rows = []
+    for body, url, result, at in hits:
+        rows.append(_guarded(_hit_row, body, url, result, at=at))
+        time.sleep(_BREATHE)
+    connection.executemany(_INSERT, [row for row in rows if row is not None])
+
+
+#: Seconds the writer's thread sleeps between two rows it builds (giving up the GIL).
+_BREATHE = 0.00001
+
+
+def _guarded(build: Callable[..., tuple[Any, ...] | None], *args: Any, **kwargs: Any) -> Any:
+    """``build(...)``, or ``None`` (logged) when it raises: one row that cannot be built
+    does not cost the others theirs."""
+    try:
+        return build(*args, **kwargs)
+    except Exception as exc:
+        _log.error("llm_log_row_failed", error=f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def _new_id() -> str:
@@ -111,8 +149,9 @@ def _new_id() -> str:
     return f"{time.time_ns() // 1_000_000:012x}{secrets.token_hex(5)}"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def _when(at: float) -> str:
+    """``at`` (seconds since the epoch) as ISO 8601 UTC, to the millisecond."""
+    return datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds")
 
 
 def _canonical(message: Mapping[str, Any]) -> list[Any]:
@@ -177,12 +216,13 @@ def _answered(
     result: ChatResult,
     *,
     cached: bool,
+    at: float,
 ) -> tuple[Any, ...]:
     """The row of an answered call."""
     usage, timings, message = result.usage, result.timings, result.message
     calls = [call.model_dump(mode="json") for call in result.tool_calls] or None
     return (
-        prefix, _new_id(), _now(), url, server, result.model or request.get("model"),
+        prefix, _new_id(), _when(at), url, server, result.model or request.get("model"),
         body.decode(), _prompt_of(messages), message.model_dump_json(exclude_none=True),
         result.text, result.reasoning, _json(calls), result.finish_reason,
         usage.prompt_tokens, usage.completion_tokens, usage.total_tokens,
@@ -205,9 +245,9 @@ def _request_of(body: bytes | None) -> tuple[dict[str, Any], list[Any]] | None:
     return request, messages
 
 
-def row_of(record: HookRecord) -> tuple[Any, ...] | None:
-    """The row of a call that ended (``None`` for other records, and for calls that were not
-    chat requests: embeddings)."""
+def row_of(record: HookRecord, *, at: float) -> tuple[Any, ...] | None:
+    """The row of a call that ended at ``at`` (``None`` for other records, and for calls
+    that were not chat requests: embeddings)."""
     kind = type(record)
     if kind is not RequestFinished and kind is not RequestFailed:
         return None
@@ -222,7 +262,7 @@ def row_of(record: HookRecord) -> tuple[Any, ...] | None:
     if isinstance(record, RequestFailed):
         error = record.error
         return (
-            prefix, _new_id(), _now(), url, record.server, request.get("model"), body.decode(),
+            prefix, _new_id(), _when(at), url, record.server, request.get("model"), body.decode(),
             _prompt_of(messages), None, "", "", None, None, None, None, None, None,
             record.attempts, 0, type(error).__name__, error.message, None,
         )  # fmt: skip
@@ -230,15 +270,27 @@ def row_of(record: HookRecord) -> tuple[Any, ...] | None:
     if result is not None:
         return _answered(
             prefix, messages, request, body, url, record.server, record.attempts, result,
-            cached=False,
+            cached=False, at=at,
         )  # fmt: skip
     usage, timings = record.usage, record.timings  # a raw chunk stream: no typed result
     return (
-        prefix, _new_id(), _now(), url, record.server, record.model, body.decode(),
+        prefix, _new_id(), _when(at), url, record.server, record.model, body.decode(),
         _prompt_of(messages), None, record.text, "", None, record.finish_reason,
         usage.prompt_tokens if usage else None, usage.completion_tokens if usage else None,
         usage.total_tokens if usage else None, timings.model_dump_json(exclude_none=True),
         record.attempts, 0, None, None, None,
+    )  # fmt: skip
+
+
+def _hit_row(body: bytes, url: str, result: ChatResult, *, at: float) -> tuple[Any, ...] | None:
+    """The row of an answer the cache gave."""
+    decoded = _request_of(body)
+    if decoded is None:
+        return None
+    request, messages = decoded
+    return _answered(
+        _prefix_hash(messages), messages, request, body, redact_url(url), result.server, 0,
+        result, cached=True, at=at,
     )  # fmt: skip
 
 
@@ -264,22 +316,14 @@ class LogHook:
         return self._writer.path
 
     def __call__(self, record: HookRecord) -> None:
-        row = row_of(record)
-        if row is not None:
-            self._writer.put(_insert, row)
+        kind = type(record)
+        if kind is RequestFinished or kind is RequestFailed:
+            self._writer.put(_log_calls, (record, time.time()))
 
     def log_cached(self, body: bytes, url: str, result: ChatResult) -> None:
         """Log an answer the response cache gave to the request ``body`` sent to ``url``
         (``cached`` is 1 on its row, ``attempts`` 0)."""
-        decoded = _request_of(body)
-        if decoded is None:
-            return
-        request, messages = decoded
-        row = _answered(
-            _prefix_hash(messages), messages, request, body, redact_url(url), result.server, 0,
-            result, cached=True,
-        )  # fmt: skip
-        self._writer.put(_insert, row)
+        self._writer.put(_log_hits, (body, url, result, time.time()))
 
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until every row queued so far is written."""
