@@ -97,7 +97,11 @@ class Cache:
         self.path = self._writer.path
         self.ttl = ttl
         self.nondeterministic = nondeterministic
-        self._reader: sqlite3.Connection | None = None
+        #: Lookups' own connection (WAL: they never wait for the writer), opened now so that
+        #: a lookup is only a query.
+        self._reader: sqlite3.Connection | None = open_database(
+            self.path, CACHE_MIGRATIONS, what=WHAT
+        )
         self._lock = threading.Lock()
         self._memory: OrderedDict[str, tuple[float, ChatResult]] = OrderedDict()
         self._flights: dict[str, asyncio.Future[ChatResult | None]] = {}
