@@ -386,3 +386,45 @@ def _count(path: Path) -> int:
             connection.close()
     except sqlite3.OperationalError:
         return 0
+
+
+def _readme_example(marker: str) -> str:
+    """The README's Python example holding ``marker``, without its last line (the
+    ``asyncio.run``)."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    example: str = next(block for block in blocks if marker in block)
+    return example.replace("asyncio.run(main())", "")
+
+
+async def test_readme_history_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's History example, as written (the endpoint from LLMTAP_ENDPOINT, home in
+    a temporary folder): two rows in ``~/notes/llm.db``, one conversation."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    async with TestServer(dialect="ollama", models=["qwen3"]) as server:
+        server.fallback = echo_reply
+        monkeypatch.setenv("LLMTAP_ENDPOINT", server.url)
+        namespace: dict[str, Any] = {}
+        exec(compile(_readme_example("log_db="), "README.md", "exec"), namespace)
+        await namespace["main"]()
+    rows = _rows(tmp_path / "notes" / "llm.db")
+    assert [row["prompt"] for row in rows] == ["Name a llama fact.", "And another?"]
+    assert rows[0]["conversation_id"] == rows[1]["conversation_id"]
+
+
+async def test_readme_cache_example_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's Cache example, as written: one request, and it prints what it says."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    async with TestServer(dialect="ollama", models=["qwen3"]) as server:
+        server.fallback = echo_reply
+        monkeypatch.setenv("LLMTAP_ENDPOINT", server.url)
+        namespace: dict[str, Any] = {}
+        exec(compile(_readme_example("cache=True"), "README.md", "exec"), namespace)
+        await namespace["main"]()
+    assert len(server.chat_requests) == 1
+    assert capsys.readouterr().out == "False True True\n"
+    assert (tmp_path / "llmtap" / "cache.db").is_file()
