@@ -31,8 +31,8 @@ def test_exported_members_are_exactly_the_public_names() -> None:
 
 def test_import_has_no_side_effects() -> None:
     """import llmtap configures no logging (beyond a NullHandler on its own logger), touches
-    no structlog config, imports no CLI or test server, and defers aiohttp and structlog
-    until they are needed."""
+    no structlog config, imports no CLI or test server, and defers aiohttp, structlog and
+    sqlite3 until they are needed."""
     code = textwrap.dedent(
         """
         import logging, sys
@@ -42,6 +42,7 @@ def test_import_has_no_side_effects() -> None:
         assert "typer" not in sys.modules
         assert "aiohttp" not in sys.modules  # loaded with the first session, not at import
         assert "structlog" not in sys.modules  # loaded with the first log event
+        assert "sqlite3" not in sys.modules  # loaded by a client with a log or a cache
         import structlog
         assert not structlog.is_configured()
         assert logging.getLogger().handlers == [], logging.getLogger().handlers

@@ -29,7 +29,6 @@ from llmtap._results import (
     PullProgress,
     ServerKind,
 )
-from llmtap._store import Cache, Flight, LogHook
 from llmtap._stream import CachedStream, ChatStream, ChunkStream, RequestFor, whole_answer
 from llmtap._toolloop import ToolEventHandler, ToolRun, run_tools
 from llmtap._upstream import Upstream
@@ -38,6 +37,7 @@ from llmtap._wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from llmtap._hooks import Operation
+    from llmtap._store import Cache, Flight, LogHook
 
 __all__ = ["LLMClient", "client_for", "upstream_of"]
 
@@ -73,16 +73,26 @@ class LLMClient:
         self._route = Direct(upstream)
         config = upstream.config
         hooks = list(config.hooks)
-        self._log = LogHook(config.log_db) if config.log_db is not None else None
+        self._log: LogHook | None = None
+        self._cache: Cache | None = None
+        if config.log_db is not None or config.cache_path is not None:
+            self._open_store(config)
         if self._log is not None:
             hooks.append(self._log)
         self._hooks = Hooks(hooks) if hooks else None
+
+    def _open_store(self, config: LLMConfig) -> None:
+        """Open the conversation log and the response cache the config names (``sqlite3``
+        is imported only by clients that use one)."""
+        from llmtap._store import Cache, LogHook
+
+        if config.log_db is not None:
+            self._log = LogHook(config.log_db)
         cache = config.cache_path
-        self._cache = (
-            Cache(cache, ttl=config.cache_ttl, nondeterministic=config.cache_nondeterministic)
-            if cache is not None
-            else None
-        )
+        if cache is not None:
+            self._cache = Cache(
+                cache, ttl=config.cache_ttl, nondeterministic=config.cache_nondeterministic
+            )
 
     def __repr__(self) -> str:
         config = self._upstream.config

@@ -28,13 +28,14 @@ from llmtap._results import (
     ToolCallDelta,
     UsageEvent,
 )
-from llmtap._store import Flight
 from llmtap._upstream import Upstream
 from llmtap._wire.listings import canonical_ollama_name
 from llmtap._wire.request import ChatRequest
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from llmtap._store import Flight
 
 __all__ = [
     "CachedStream",
@@ -246,7 +247,7 @@ class RouterStream(ChatStream):
 
 #: Looks a call up in the response cache: the answer (a hit), or the flight of a request to
 #: send (a miss).
-Lookup = Callable[[], Awaitable[tuple[ChatResult | None, Flight | None]]]
+Lookup = Callable[[], Awaitable[tuple[ChatResult | None, "Flight | None"]]]
 
 
 def replay(result: ChatResult) -> Iterator[StreamEvent]:
