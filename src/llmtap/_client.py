@@ -75,7 +75,7 @@ class LLMClient:
         hooks = list(config.hooks)
         self._log: LogHook | None = None
         self._cache: Cache | None = None
-        if config.log_db is not None or config.cache_path is not None:
+        if config.log_path is not None or config.cache_path is not None:
             self._open_store(config)
         if self._log is not None:
             hooks.append(self._log)
@@ -86,8 +86,9 @@ class LLMClient:
         is imported only by clients that use one)."""
         from llmtap._store import Cache, LogHook
 
-        if config.log_db is not None:
-            self._log = LogHook(config.log_db)
+        log = config.log_path
+        if log is not None:
+            self._log = LogHook(log)
         cache = config.cache_path
         if cache is not None:
             self._cache = Cache(

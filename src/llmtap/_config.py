@@ -185,11 +185,11 @@ class LLMConfig(BaseSettings):
         description="Lifecycle hooks: callables (sync or async) taking each record of a call.",
     )
 
-    log_db: Path | None = Field(
+    log_db: Path | str | None = Field(
         default=None,
         description="Log chat calls to this SQLite file (`llmtap logs` reads it); None: no log.",
     )
-    cache: bool | Path = Field(
+    cache: bool | Path | str = Field(
         default=False,
         description="Response cache: a SQLite file, or True for the default one; False: none.",
     )
@@ -320,6 +320,19 @@ class LLMConfig(BaseSettings):
             raise ValueError(f"verify names a CA bundle that is not a file: {value!r}")
         return value
 
+    @field_validator("log_db", mode="after")
+    @classmethod
+    def _log_db_as_a_path(cls, value: Path | str | None) -> Path | None:
+        """A path given as text is kept as a ``Path`` (``~`` expanded)."""
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return Path(value).expanduser()
+
+    @property
+    def log_path(self) -> Path | None:
+        """The conversation log's file (``log_db`` as a ``Path``), or ``None``: no log."""
+        return None if self.log_db is None else Path(self.log_db)
+
     @field_validator("cache", mode="before")
     @classmethod
     def _cache_switch_or_path(cls, value: Any) -> Any:
@@ -340,9 +353,9 @@ class LLMConfig(BaseSettings):
         (:func:`default_cache_path`) when it is ``True``; ``None`` when there is no cache."""
         if self.cache is True:
             return default_cache_path()
-        if isinstance(self.cache, Path):
-            return self.cache.expanduser()
-        return None
+        if self.cache is False:
+            return None
+        return Path(self.cache).expanduser()
 
     @field_validator("hooks", mode="after")
     @classmethod

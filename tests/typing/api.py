@@ -4,6 +4,7 @@ must infer."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, assert_type
 
 from pydantic import BaseModel
@@ -72,6 +73,11 @@ def configs() -> None:
     LLMConfig()
     LLMConfig(endpoint="http://gpu:8000", temperature=0.7, api="ollama", total_timeout=None)
     LLMConfig.load(model="qwen3")
+    stored = LLMConfig(log_db=Path("log.db"), cache=True, cache_ttl=3600.0)
+    assert_type(stored.cache_path, Path | None)
+    assert_type(stored.log_path, Path | None)
+    LLMConfig(log_db="~/log.db", cache="~/cache.db")
+    LLMConfig(cache=Path("cache.db"), cache_nondeterministic=True)
 
 
 def tools() -> None:
@@ -94,6 +100,7 @@ async def client_calls() -> None:
         assert_type(result.usage.source, Literal["server", "counted"])
         assert_type(result.timings.tokens_per_second, float | None)
         assert_type(result.tool_calls, tuple[ToolCall, ...])
+        assert_type(result.cached, bool)
         async with client.stream(messages) as stream:
             assert_type(stream, ChatStream)
             async for event in stream:
