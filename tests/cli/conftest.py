@@ -14,10 +14,12 @@ from pathlib import Path
 import pexpect
 import pytest
 
-#: Variables that would let the developer's own settings leak into a test.
+#: Variables that would let the developer's own settings leak into a test (or the test's
+#: conversation log and cache into the developer's: without XDG_DATA_HOME and XDG_CACHE_HOME
+#: they are under the test's private HOME).
 _SCRUBBED = re.compile(
     r"^(LLMTAP_.*|OLLAMA_HOST|OPENAI_BASE_URL|OPENAI_API_KEY|FORCE_COLOR|NO_COLOR|COLUMNS|LINES"
-    r"|XDG_CONFIG_HOME|TERM|PYTHONSTARTUP|OTEL_.*)$"
+    r"|XDG_CONFIG_HOME|XDG_DATA_HOME|XDG_CACHE_HOME|TERM|PYTHONSTARTUP|OTEL_.*)$"
 )
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

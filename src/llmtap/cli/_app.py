@@ -1,4 +1,4 @@
-"""The ``llmtap`` command: chat, models, check, pull, bench, batch, serve-test.
+"""The ``llmtap`` command: chat, models, check, pull, bench, batch, serve-test, logs, cache.
 
 Every command reads its settings with one precedence: flags (``--endpoint NAME``'s entry among
 them) > environment (``LLMTAP_*``, then ``OPENAI_BASE_URL`` / ``OLLAMA_HOST`` /
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -116,6 +117,8 @@ def _root(
         "llmtap chat --model qwen3 --system 'Be brief.'   (an interactive session)",
         'llmtap chat --tools my_tools.py "What is the weather in Paris?"',
         'llmtap chat --json "Hi" | jq .usage',
+        'llmtap chat -c "And in French?"   (the latest logged conversation goes on)',
+        "llmtap chat --cid 0196c1d2e3f4a5b6c7d8e9   (a session that goes on with that one)",
     ),
 )
 def chat(
@@ -174,6 +177,52 @@ def chat(
             min=1,
         ),
     ] = None,
+    continue_latest: Annotated[
+        bool,
+        typer.Option(
+            "--continue",
+            "-c",
+            metavar="",
+            help="Continue the latest logged conversation: its messages are sent again, byte "
+            "for byte as they were, then PROMPT (or the session's questions). Its model too, "
+            "unless --model.",
+            rich_help_panel="Log and cache",
+        ),
+    ] = False,
+    cid: Annotated[
+        str | None,
+        typer.Option(
+            "--cid",
+            metavar="ID",
+            help="Continue the logged conversation ID, as -c does (`llmtap logs` shows the ids).",
+            show_default=False,
+            rich_help_panel="Log and cache",
+        ),
+    ] = None,
+    log: Annotated[
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            metavar="",
+            help="Log this chat, or not. Default: logged, to $XDG_DATA_HOME/llmtap/logs.db "
+            "(~/.local/share/llmtap/logs.db), or LLMTAP_LOG_DB / the config file's log_db; "
+            "LLMTAP_LOG=0 or `llmtap logs off` turn it off.",
+            show_default=False,
+            rich_help_panel="Log and cache",
+        ),
+    ] = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache/--no-cache",
+            metavar="",
+            help="Answer a repeated deterministic request (--temperature 0) from the response "
+            "cache, or not. Default: LLMTAP_CACHE or the config file's cache, else not "
+            "(`llmtap cache info` shows it).",
+            show_default=False,
+            rich_help_panel="Log and cache",
+        ),
+    ] = None,
     idle_timeout: IdleTimeoutOption = None,
     first_token_timeout: FirstTokenTimeoutOption = None,
     debug: DebugOption = False,
@@ -189,17 +238,31 @@ def chat(
     shows dimmed; tool calls show as they happen. When stdout is not a terminal, the answer
     is written as plain text, byte for byte (reasoning goes to stderr); on a terminal,
     control sequences in the model's text are removed.
+
+    Every chat is logged (`llmtap logs` shows them) unless --no-log, LLMTAP_LOG=0 or
+    `llmtap logs off`; -c and --cid read the log either way.
     """
 
     def body() -> int:
         from llmtap.cli._chat import ChatOptions, interactive, load_tools, one_shot, read_prompt
+        from llmtap.cli._logs import continued, with_log
 
+        if continue_latest and cid is not None:
+            raise CLIError("-c continues the latest conversation, --cid ID another: give one")
+        if system is not None and (continue_latest or cid is not None):
+            raise CLIError(
+                "--system cannot change a conversation that goes on (-c, --cid): it keeps "
+                "the system prompt it had"
+            )
         settings = Connection(endpoint, model, api_key, config).load(
             temperature=temperature,
             max_tokens=max_tokens,
             idle_timeout=idle_timeout,
             first_token_timeout=first_token_timeout,
         )
+        if cache is not None:
+            switched = (settings.cache or True) if cache else False
+            settings = settings.model_copy(update={"cache": switched})
         options = ChatOptions(
             system=system,
             tools=load_tools(tools or []),
@@ -207,6 +270,12 @@ def chat(
             markdown=not raw,
             reasoning=not hide_reasoning,
         )
+        if continue_latest or cid is not None:
+            found = continued(settings, cid)
+            options.conversation, options.history = found.conversation, found.messages
+            if model is None and found.model is not None:
+                settings = settings.model_copy(update={"model": found.model})
+        settings = with_log(settings, log, default=True)
         text = read_prompt(prompt, stdin_is_terminal=sys.stdin.isatty())
         if text is None:
             if as_json:
@@ -387,6 +456,8 @@ def bench(
 ) -> None:
     """Measure the server as a user meets it: time to first token (p50/p95), tokens per
     second, and aggregate throughput as concurrent streams grow.
+
+    Its requests are neither logged nor answered from the response cache.
     """
 
     def body() -> int:
@@ -402,6 +473,9 @@ def bench(
         settings = Connection(endpoint, model, api_key, config).load(
             idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
         )
+        # Measured requests are neither logged nor answered from the cache, whatever the
+        # settings say: a cache hit is not the server's speed, and a log of them is noise.
+        settings = settings.model_copy(update={"log_db": None, "cache": False})
         return asyncio.run(bench_command(settings, plan, as_json=as_json, plot_file=plot_file))
 
     run(body, debug=debug, traced=True)
@@ -598,6 +672,17 @@ def batch(
     as_json: Annotated[
         bool, typer.Option("--json", metavar="", help="Print the report as JSON at the end.")
     ] = False,
+    log: Annotated[
+        bool | None,
+        typer.Option(
+            "--log/--no-log",
+            metavar="",
+            help="Log every request to the conversation log (`llmtap logs`), or not. Default: "
+            "not, unless LLMTAP_LOG=1, or LLMTAP_LOG_DB / the config file's log_db names a "
+            "file (the answers are in OUTPUT already).",
+            show_default=False,
+        ),
+    ] = None,
     idle_timeout: IdleTimeoutOption = None,
     first_token_timeout: FirstTokenTimeoutOption = None,
     debug: DebugOption = False,
@@ -613,6 +698,7 @@ def batch(
 
     def body() -> int:
         from llmtap.cli._batch import BatchPlan, argv, batch_command, endpoints_from
+        from llmtap.cli._logs import with_log
 
         params: dict[str, Any] = {}
         if temperature is not None:
@@ -620,8 +706,12 @@ def batch(
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         configs = [
-            Connection(endpoint, model, api_key, config).load(
-                idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
+            with_log(
+                Connection(endpoint, model, api_key, config).load(
+                    idle_timeout=idle_timeout, first_token_timeout=first_token_timeout
+                ),
+                log,
+                default=False,
             )
             for endpoint in endpoints_from(endpoints or [])
         ]
@@ -642,6 +732,264 @@ def batch(
         return asyncio.run(batch_command(configs, plan))
 
     run(body, debug=debug, traced=True)
+
+
+# --- llmtap logs ------------------------------------------------------------------------------
+
+_LOGS_PANEL = "Which calls"
+
+DatabaseOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--database",
+        metavar="FILE",
+        help="The log file to read. Default: LLMTAP_LOG_DB, the config file's log_db, else "
+        "$XDG_DATA_HOME/llmtap/logs.db (~/.local/share/llmtap/logs.db).",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _LogFile:
+    """The ``llmtap logs`` options its subcommands share."""
+
+    database: Path | None
+    config: Path | None
+    debug: bool
+
+    def path(self) -> Path:
+        """The log file: ``--database``, else the settings'."""
+        from llmtap.cli._logs import log_file
+
+        if self.database is not None:
+            return self.database.expanduser()
+        return log_file(Connection(config_file=self.config).load())
+
+
+logs_app = typer.Typer(
+    name="logs",
+    cls=_Group,
+    invoke_without_command=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(logs_app)
+
+
+@logs_app.callback(
+    cls=_Group,
+    epilog=_examples(
+        "llmtap logs   (the 10 latest calls)",
+        "llmtap logs -n 50 -q 'sky blue'   (calls whose prompt or answer has both words)",
+        "llmtap logs --cid 0196c1d2e3f4a5b6c7d8e9   (one conversation)",
+        "llmtap logs --json -n 1 | jq '.[0].request.messages'",
+        "llmtap logs path",
+        "llmtap logs off   (and llmtap logs on)",
+    ),
+)
+def logs(
+    ctx: typer.Context,
+    count: Annotated[
+        int,
+        typer.Option(
+            "--count",
+            "-n",
+            metavar="N",
+            help="How many calls: the latest N.",
+            min=1,
+            rich_help_panel=_LOGS_PANEL,
+        ),
+    ] = 10,
+    query: Annotated[
+        str | None,
+        typer.Option(
+            "--query",
+            "-q",
+            metavar="TEXT",
+            help="Only calls whose prompt or answer holds every word of TEXT.",
+            show_default=False,
+            rich_help_panel=_LOGS_PANEL,
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="NAME",
+            help="Only calls to this model (as the server named it).",
+            show_default=False,
+            rich_help_panel=_LOGS_PANEL,
+        ),
+    ] = None,
+    conversation: Annotated[
+        str | None,
+        typer.Option(
+            "--conversation",
+            "--cid",
+            metavar="ID",
+            help="Only the calls of this conversation.",
+            show_default=False,
+            rich_help_panel=_LOGS_PANEL,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            metavar="",
+            help="Print one JSON array of the calls, in the same order, each with all it "
+            "logged: the request as sent, text, reasoning, tool calls, usage, timings, error.",
+        ),
+    ] = False,
+    database: DatabaseOption = None,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show the logged chat calls: the latest N that match, oldest first (a conversation
+    reads top to bottom).
+
+    A table: TIME (local time zone), CONVERSATION (the id -c and --cid take), MODEL, tokens
+    IN and OUT, and the first line of PROMPT and of ANSWER (an error shows as its type). On
+    a terminal the table fits its width; in a pipe or a file each call is one whole line.
+
+    Subcommands: `llmtap logs path` prints the log file's path; `llmtap logs off` stops
+    `llmtap chat` from logging (`llmtap logs on` starts it again).
+    """
+    ctx.obj = _LogFile(database, config, debug)
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body() -> int:
+        from llmtap.cli._logs import LogQuery, logs_command
+
+        request = LogQuery(count, query, model, conversation, as_json)
+        return logs_command(ctx.obj.path(), request)
+
+    run(body, debug=debug)
+
+
+@logs_app.command("path", cls=_Command)
+def logs_path(ctx: typer.Context) -> None:
+    """Print the log file's path."""
+    where: _LogFile = ctx.obj
+
+    def body() -> int:
+        typer.echo(str(where.path()))
+        return 0
+
+    run(body, debug=where.debug)
+
+
+@logs_app.command("off", cls=_Command)
+def logs_off(ctx: typer.Context) -> None:
+    """Stop logging chats (--log still logs one); `llmtap logs on` starts again."""
+    where: _LogFile = ctx.obj
+
+    def body() -> int:
+        from llmtap.cli._logs import logs_switch_command
+
+        return logs_switch_command(where.path(), on=False)
+
+    run(body, debug=where.debug)
+
+
+@logs_app.command("on", cls=_Command)
+def logs_on(ctx: typer.Context) -> None:
+    """Log chats again (the default)."""
+    where: _LogFile = ctx.obj
+
+    def body() -> int:
+        from llmtap.cli._logs import logs_switch_command
+
+        return logs_switch_command(where.path(), on=True)
+
+    run(body, debug=where.debug)
+
+
+# --- llmtap cache -----------------------------------------------------------------------------
+
+cache_app = typer.Typer(
+    name="cache",
+    cls=_Group,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(cache_app)
+
+
+@cache_app.callback(
+    cls=_Group,
+    epilog=_examples(
+        "llmtap cache info",
+        "llmtap cache info --json",
+        "llmtap cache clear --older-than 7d",
+        "LLMTAP_CACHE=1 llmtap chat --temperature 0 'Hi'   (a repeat is answered from it)",
+    ),
+)
+def cache() -> None:
+    """The response cache: what it holds, and emptying it.
+
+    Its file: LLMTAP_CACHE or the config file's cache when they name one, else
+    $XDG_CACHE_HOME/llmtap/cache.db (~/.cache/llmtap/cache.db).
+    """
+
+
+def _cache_file(config: Path | None) -> Path:
+    from llmtap.cli._cache import cache_file
+
+    return cache_file(Connection(config_file=config).load())
+
+
+@cache_app.command("info", cls=_Command)
+def cache_info(
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", metavar="", help="Print a JSON object: path, answers, bytes, oldest, newest."
+        ),
+    ] = False,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Show the cache's file, how many answers it holds, their size, the oldest and the
+    newest (local time)."""
+
+    def body() -> int:
+        from llmtap.cli._cache import cache_info_command
+
+        return cache_info_command(_cache_file(config), as_json=as_json)
+
+    run(body, debug=debug)
+
+
+@cache_app.command("clear", cls=_Command)
+def cache_clear(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Delete only the answers kept more than this long ago: seconds, or 90s, "
+            "15m, 12h, 7d, 2w.",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOption = None,
+    debug: DebugOption = False,
+) -> None:
+    """Delete the cache's answers (all of them, or the old ones)."""
+
+    def body() -> int:
+        from llmtap.cli._cache import cache_clear_command, parse_duration
+
+        seconds = parse_duration(older_than) if older_than is not None else None
+        return cache_clear_command(_cache_file(config), older_than=seconds)
+
+    run(body, debug=debug)
 
 
 def main() -> None:

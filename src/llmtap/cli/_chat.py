@@ -28,6 +28,7 @@ from llmtap.cli._common import (
     CLIError,
     command_line_text,
     consoles,
+    plural,
     preflight,
     terminated,
 )
@@ -58,6 +59,17 @@ class ChatOptions:
     as_json: bool = False
     markdown: bool = True
     reasoning: bool = True
+    #: A logged conversation continued (``-c``, ``--cid``): its id, and what is sent before
+    #: the new message (as it was sent the first time, then its answer).
+    conversation: str | None = None
+    history: list[MessageLike] = field(default_factory=list)
+
+    def messages(self) -> list[MessageLike]:
+        """What goes before the first user message: the history continued, else the system
+        prompt (a conversation continued has its own)."""
+        if self.history:
+            return list(self.history)
+        return [Message.system(self.system)] if self.system else []
 
 
 # --- tools ---------------------------------------------------------------------------------
@@ -204,8 +216,7 @@ def note_if_cut(result: ChatResult, config: LLMConfig, err: Console) -> None:
 async def one_shot(config: LLMConfig, prompt: str, options: ChatOptions) -> int:
     """Answer one prompt and exit."""
     out, err = consoles()
-    messages: list[MessageLike] = [Message.system(options.system)] if options.system else []
-    messages.append(Message.user(prompt))
+    messages = [*options.messages(), Message.user(prompt)]
     async with LLMClient(config) as client:
         await preflight(client)
         if options.as_json:
@@ -332,7 +343,9 @@ def interactive(config: LLMConfig, options: ChatOptions) -> int:
         client = LLMClient(config)
         try:
             report = runner.run(preflight(client))
-            session = Session(model=report.model, system=options.system)
+            session = Session(
+                model=report.model, system=options.system, history=list(options.history)
+            )
             kind = f"{report.server} {report.version}" if report.version else report.server
             out.print(
                 for_console(
@@ -343,6 +356,13 @@ def interactive(config: LLMConfig, options: ChatOptions) -> int:
                 style="dim",
                 markup=False,
             )
+            if options.conversation is not None:
+                out.print(
+                    f"continuing conversation {options.conversation}: "
+                    f"{plural(len(options.history), 'earlier message')}",
+                    style="dim",
+                    markup=False,
+                )
             _loop(runner, client, session, options, out, err)
         finally:
             runner.run(client.close())

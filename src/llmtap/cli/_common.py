@@ -31,6 +31,7 @@ from llmtap._errors import (
     LLMResponseError,
     LLMTimeoutError,
     LLMUsageError,
+    StoreError,
     redact_url,
     scrub,
 )
@@ -190,7 +191,7 @@ def plural(count: int, noun: str) -> str:
 # --- settings ----------------------------------------------------------------------------------
 
 #: Environment variables the command reads besides ``LLMTAP_<FIELD>``.
-_OTHER_VARIABLES = frozenset({"LLMTAP_CONFIG", "LLMTAP_ENDPOINTS"})
+_OTHER_VARIABLES = frozenset({"LLMTAP_CONFIG", "LLMTAP_ENDPOINTS", "LLMTAP_LOG"})
 #: Where a field comes from when the neighbours' variables give it (in their order).
 _NEIGHBOURS: dict[str, tuple[str, ...]] = {
     "endpoint": ("OPENAI_BASE_URL", "OLLAMA_HOST"),
@@ -643,7 +644,7 @@ def run(command: Callable[[], int], *, debug: bool = False, traced: bool = False
     except CLIError as exc:
         _print_error(err, exc.message)
         code = exc.code
-    except BatchFileError as exc:
+    except (BatchFileError, StoreError) as exc:  # a file the user named, or a setting
         _print_error(err, str(exc))
         code = EXIT_USAGE
     except (LLMError, LLMUsageError) as exc:
