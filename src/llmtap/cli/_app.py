@@ -768,14 +768,22 @@ class _LogFile:
         return log_file(Connection(config_file=self.config).load())
 
 
-logs_app = typer.Typer(
-    name="logs",
-    cls=_Group,
-    invoke_without_command=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(logs_app)
+def _command_group(name: str, *, bare: bool) -> typer.Typer:
+    """A command with subcommands (``llmtap logs path``), added to the app; ``bare``: the
+    command alone runs too (``llmtap logs``), else it shows its help."""
+    group = typer.Typer(
+        name=name,
+        cls=_Group,
+        invoke_without_command=bare,
+        no_args_is_help=not bare,
+        rich_markup_mode="markdown",
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.add_typer(group)
+    return group
+
+
+logs_app = _command_group("logs", bare=True)
 
 
 @logs_app.callback(
@@ -911,14 +919,7 @@ def logs_on(ctx: typer.Context) -> None:
 
 # --- llmtap cache -----------------------------------------------------------------------------
 
-cache_app = typer.Typer(
-    name="cache",
-    cls=_Group,
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-app.add_typer(cache_app)
+cache_app = _command_group("cache", bare=False)
 
 
 @cache_app.callback(
