@@ -390,7 +390,8 @@ class PreflightReport(BaseModel):
 
     Attributes:
         server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or ``"openai-compatible"``.
-        version: The server's version, where it tells.
+        version: The server's version, where it tells: Ollama's and vLLM's version,
+            llama.cpp's build (``b6500-1a2b3c4d``, from ``GET /props``).
         models: The models the server offers, as it names them.
         model: The model requests will use: the configured one, resolved as the server resolves
             it (``qwen3`` on Ollama is ``qwen3:latest``), or the server's only model.
