@@ -266,8 +266,9 @@ _LLAMACPP_DEFAULT_PARAMS: JSON = {
 
 #: The ChatML template the pretend model carries, and what llama-server finds it can do.
 _LLAMACPP_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}<|im_end|>\n"
+    "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _LLAMACPP_TEMPLATE_CAPS: JSON = {
