@@ -328,9 +328,9 @@ class Oracle:
         **params: Any,
     ) -> ChatResult | LLMError:
         """``chat(messages, stream=stream, tools=tools, **params)`` through llmtap, then the
-        same request through openai-python; fail unless the two requests are the same JSON
-        and the two outcomes agree (:func:`assert_agree`). Returns llmtap's outcome: its
-        result, or the error it raised."""
+        same request through openai-python, built as its users build it; fail unless the two
+        requests are the same JSON and the two outcomes agree (:func:`assert_agree`).
+        Returns llmtap's outcome: its result, or the error it raised."""
         before = len(self.tee.exchanges)
         ours: ChatResult | LLMError
         try:
@@ -340,11 +340,34 @@ class Oracle:
         await self.tee.settled()
         sent = [e for e in self.tee.exchanges[before:] if e.path == "/v1/chat/completions"]
         assert len(sent) == 1, f"llmtap made {len(sent)} chat requests, not one"
-        self.tee.replay(sent[0])
-        theirs = await self._peer_outcome(messages, stream, tools, params)
-        assert orjson.loads(self.tee.replayed[-1]) == orjson.loads(sent[0].request)
-        assert_agree(ours, theirs)
+        request: dict[str, Any] = {
+            "model": self.client.model,
+            "messages": [message.to_api_dict() for message in messages],
+            "stream": stream,
+            **params,
+        }
+        if tools:
+            request["tools"] = list(tools)
+        if stream:
+            request["stream_options"] = {"include_usage": True}
+        await self._compare(ours, sent[0], request)
         return ours
+
+    async def agree(self, ours: ChatResult | LLMError) -> None:
+        """Fail unless openai-python, sent the last chat request the tee passed on (its body
+        as keyword arguments) and answered with the same bytes, agrees with ``ours``: for a
+        result llmtap gave by another way than :meth:`ask` (``stream()``, ``parse()``, the
+        command line, a Router)."""
+        exchange = await self.last()
+        await self._compare(ours, exchange, json.loads(exchange.request))
+
+    async def _compare(
+        self, ours: ChatResult | LLMError, sent: Exchange, request: dict[str, Any]
+    ) -> None:
+        self.tee.replay(sent)
+        theirs = await self._peer_outcome(request)
+        assert orjson.loads(self.tee.replayed[-1]) == orjson.loads(sent.request)
+        assert_agree(ours, theirs)
 
     async def answer(
         self,
@@ -360,30 +383,15 @@ class Oracle:
             raise AssertionError(f"llmtap raised {outcome!r}") from outcome
         return outcome
 
-    async def _peer_outcome(
-        self,
-        messages: Sequence[Message],
-        stream: bool,
-        tools: Sequence[dict[str, Any]] | None,
-        params: dict[str, Any],
-    ) -> Answer | Exception | None:
-        """openai-python's outcome for the request, as its users ask: an :class:`Answer`, the
-        error it raised, or ``None`` for a stream it read no chunk from."""
+    async def _peer_outcome(self, request: dict[str, Any]) -> Answer | Exception | None:
+        """openai-python's outcome for ``request`` (``create``'s keyword arguments): an
+        :class:`Answer`, the error it raised, or ``None`` for a stream it read no chunk
+        from."""
         import openai
         from openai.lib.streaming.chat import ChatCompletionStreamState
 
-        request: dict[str, Any] = {
-            "model": self.client.model,
-            "messages": [message.to_api_dict() for message in messages],
-            "stream": stream,
-            **params,
-        }
-        if tools:
-            request["tools"] = list(tools)
-        if stream:
-            request["stream_options"] = {"include_usage": True}
         try:
-            if not stream:
+            if not request.get("stream"):
                 return openai_answer(await self.peer.chat.completions.create(**request))
             state = ChatCompletionStreamState()
             chunks = 0

@@ -142,6 +142,7 @@ async def test_stream_events_are_the_text_pieces_then_the_finish(served: Served,
             events = [event async for event in stream]
             result = await stream.result()
         lines = (await oracle.last()).data_lines[:-1]
+        await oracle.agree(result)
     pieces = [
         TextDelta(content)
         for line in lines
@@ -290,11 +291,13 @@ async def test_tool_call_events_name_the_call_once(tooled: Tooled) -> None:
     0, and their argument pieces join into the result's arguments."""
     params = {"tool_choice": tooled.tool_choice, "seed": 1, "max_tokens": LONG}
     async with (
-        realserver_client(tooled.server) as client,
-        client.stream(WEATHER_QUESTION, tools=[WEATHER_TOOL], **params) as stream,
+        Oracle.around(tooled.server.url) as oracle,
+        oracle.client.stream(WEATHER_QUESTION, tools=[WEATHER_TOOL], **params) as stream,
     ):
         deltas = [event async for event in stream if isinstance(event, ToolCallDelta)]
         result = await stream.result()
+        if tooled.peer_reads(stream=True):
+            await oracle.agree(result)
     [call] = result.tool_calls
     assert [(d.index, d.id, d.name) for d in deltas if d.name or d.id] == [
         (0, call.id, "get_weather")
@@ -325,8 +328,8 @@ async def test_each_server_is_named_as_llmtap_tells_it(served: Served) -> None:
     ("b0-unknown" built from the registry's source package): "llama.cpp"; llama-cpp-python
     looks like any OpenAI-compatible server and tells no version: "openai-compatible".
     Preflight and a result (without preflight) say so."""
-    async with realserver_client(served.server) as client:
-        result = await client.chat(QUESTION, seed=1, max_tokens=8)
+    async with Oracle.around(served.url) as oracle:
+        result = await oracle.answer(QUESTION, stream=True, seed=1, max_tokens=8)
     async with realserver_client(served.server) as client:
         report = await client.preflight_check()
     assert (report.server, report.version) == (served.kind, served.version)

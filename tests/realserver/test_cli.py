@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from llmtap import Message
+from llmtap import ChatResult, Message
 from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
-from tests.realserver.conftest import Served, realserver_client, require
+from tests.realserver.conftest import Served, require
 from tests.realserver.llamacpp_server import LlamaCppServer
 from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer, ServerStartError
+from tests.realserver.oracle import Oracle
 from tests.realserver.serverprocess import ServerProcess
 
 if TYPE_CHECKING:
@@ -64,9 +65,12 @@ async def run_llmtap(
 
 
 async def greedy_answer(served: Served, max_tokens: int) -> str:
-    """The library's answer to PROMPT at temperature 0 (greedy, so the same every time)."""
-    async with realserver_client(served.server) as client:
-        result = await client.chat([Message.user(PROMPT)], temperature=0.0, max_tokens=max_tokens)
+    """The library's answer to PROMPT at temperature 0 (greedy, so the same every time),
+    read by openai-python too."""
+    async with Oracle.around(served.url) as oracle:
+        result = await oracle.answer(
+            [Message.user(PROMPT)], stream=True, temperature=0.0, max_tokens=max_tokens
+        )
     return result.text
 
 
@@ -86,21 +90,24 @@ async def test_chat_prints_the_answer_the_library_gets(served: Served, tmp_path:
 
 async def test_chat_json_prints_the_whole_result(served: Served, tmp_path: Path) -> None:
     """``llmtap chat --json`` prints the ChatResult: the text, finish "length" at
-    --max-tokens, the model and the kind of server preflight found."""
-    code, out, _ = await run_llmtap(
-        tmp_path,
-        "chat",
-        PROMPT,
-        "--json",
-        "-e",
-        served.url,
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "12",
-    )
-    result = json.loads(out)
-    found = (code, result["text"], result["finish_reason"], result["model"], result["server"])
+    --max-tokens, the model and the kind of server preflight found; and what it prints is
+    what openai-python reads from the same answer."""
+    async with Oracle.around(served.url) as oracle:
+        code, out, _ = await run_llmtap(
+            tmp_path,
+            "chat",
+            PROMPT,
+            "--json",
+            "-e",
+            oracle.tee.url,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+        )
+        printed = ChatResult.model_validate_json(out)
+        await oracle.agree(printed)
+    found = (code, printed.text, printed.finish_reason, printed.model, printed.server)
     expected_text = await greedy_answer(served, 12)
     assert found == (0, expected_text, "length", MODEL_ALIAS, served.kind)
 

@@ -17,12 +17,12 @@ import http.client
 import re
 import urllib.request
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from pydantic import BaseModel
 
-from llmtap import LLMResponseError, Message
+from llmtap import HookRecord, LLMResponseError, Message, RequestFinished
 from tests.realserver.conftest import no_eos, realserver_client, require
 from tests.realserver.llamacpp_server import KEEP_ALIVE, LlamaCppServer
 from tests.realserver.oracle import Oracle
@@ -126,11 +126,19 @@ async def test_parse_gets_the_schema_on_the_first_request(
     """parse() sends OpenAI's ``json_schema``, which llama-server takes (llama-cpp-python
     needs another shape): its grammar holds the random model to the schema, and the first
     request gives a valid object."""
-    requests: list[Any] = []
-    async with realserver_client(llamacpp_tool_server, hooks=[requests.append]) as client:
-        flag = await client.parse([Message.user("OK?")], Flag, max_tokens=60, seed=seed)
-    kinds = [type(record).__name__ for record in requests]
+    records: list[HookRecord] = []
+    async with Oracle.around(llamacpp_tool_server.url, hooks=[records.append]) as oracle:
+        flag = await oracle.client.parse([Message.user("OK?")], Flag, max_tokens=60, seed=seed)
+        finished = records[-1]
+        assert isinstance(finished, RequestFinished)
+        assert finished.result is not None
+        await oracle.agree(finished.result)
+    kinds = [type(record).__name__ for record in records]
     assert (flag, kinds) == (Flag(ok=True), ["RequestStarted", "FirstChunk", "RequestFinished"])
+    assert (
+        finished.result.text == '{"ok": true}'
+        or Flag.model_validate_json(finished.result.text) == flag
+    )
 
 
 async def test_constrained_output_fails_when_the_generation_prompt_starts_with_a_control_token(
