@@ -82,7 +82,22 @@ async def test_timings_are_the_servers_own_figures(
     assert (server["predicted_n"], result.usage.completion_tokens) == (24, 24)
 
 
-# --- tool_choice "auto" --------------------------------------------------------------------
+# --- tool calls ----------------------------------------------------------------------------
+
+
+def test_llama_server_finds_tool_calls_in_the_tool_models_template(
+    llamacpp_server: LlamaCppServer, llamacpp_tool_server: LlamaCppServer
+) -> None:
+    """llama-server works out from a template whether it takes tools (``/props``
+    ``chat_template_caps``): the tool-call model's does, with tool calls, object arguments
+    and parallel calls; the plain model's ChatML does not."""
+    caps = [
+        server.get_json("/props")["chat_template_caps"]
+        for server in (llamacpp_server, llamacpp_tool_server)
+    ]
+    keys = ("supports_tools", "supports_tool_calls", "supports_object_arguments")
+    keys += ("supports_parallel_tool_calls",)
+    assert [[found[key] for key in keys] for found in caps] == [[False] * 4, [True] * 4]
 
 
 @BOTH
@@ -146,8 +161,9 @@ async def test_constrained_output_fails_when_the_generation_prompt_starts_with_a
 ) -> None:
     """A limit of llama-server build 11434: it feeds the generation prompt to the grammar,
     and a control token there (ChatML's ``<|im_start|>assistant``, the plain model's) cannot
-    pass it. Any constrained answer (a ``json_schema``, a required tool call) is refused
-    with 400 "Failed to initialize samplers", which llmtap raises at once."""
+    pass it. A constrained answer (a ``json_schema`` here; a required tool call with a
+    ChatML tool template fails the same way, measured) is refused with 400 "Failed to
+    initialize samplers", which llmtap raises at once."""
     schema = {
         "type": "json_schema",
         "json_schema": {"name": "Flag", "schema": Flag.model_json_schema()},

@@ -15,7 +15,8 @@ its column of the output head acts as a per-token bias:
 
 A variant (``tool_calls=True``) has a chat template that llama-server recognises as a tool-call
 format (:data:`TOOL_CHAT_TEMPLATE`), so that with ``tool_choice: "required"`` real tool calls come
-out, their arguments constrained by the tool's JSON schema.
+out, their arguments constrained by the tool's JSON schema; its plain-text turn headers also let
+llama-server constrain an answer to a ``json_schema`` (it cannot with the plain model's ChatML).
 
 The file depends only on the seed (and the variant): the same seed writes the same bytes.
 """
