@@ -191,12 +191,18 @@ class Served:
         return self.server.url
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("llama-cpp-python", marks=pytest.mark.llama_cpp_python),
-        pytest.param("llama-server", marks=pytest.mark.llama_server),
-    ]
-)
+#: What llama-server built from the registry's source package calls its build (no git
+#: metadata): its ``/props`` ``build_info`` and every answer's ``system_fingerprint``.
+LLAMA_SERVER_BUILD = "b0-unknown"
+
+#: The params of a fixture that gives each server in turn, each marked with its server.
+EACH_SERVER = [
+    pytest.param("llama-cpp-python", marks=pytest.mark.llama_cpp_python),
+    pytest.param("llama-server", marks=pytest.mark.llama_server),
+]
+
+
+@pytest.fixture(params=EACH_SERVER)
 def served(request: pytest.FixtureRequest) -> Served:
     """Each of the two servers in turn (both started once per session)."""
     if request.param == "llama-cpp-python":
@@ -204,11 +210,6 @@ def served(request: pytest.FixtureRequest) -> Served:
         return Served("llama-cpp-python", server, "openai-compatible", None)
     server = request.getfixturevalue("llamacpp_server")
     return Served("llama-server", server, "llama.cpp", LLAMA_SERVER_BUILD)
-
-
-#: What llama-server built from the registry's source package calls its build (no git
-#: metadata): its ``/props`` ``build_info`` and every answer's ``system_fingerprint``.
-LLAMA_SERVER_BUILD = "b0-unknown"
 
 
 @pytest.fixture

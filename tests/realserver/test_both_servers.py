@@ -28,7 +28,7 @@ from llmtap import (
     ToolCallDelta,
     UsageEvent,
 )
-from tests.realserver.conftest import Served, no_eos, realserver_client, require
+from tests.realserver.conftest import EACH_SERVER, Served, no_eos, realserver_client, require
 from tests.realserver.oracle import Oracle
 from tests.realserver.serverprocess import MODEL_ALIAS, ServerProcess
 
@@ -206,12 +206,7 @@ class Tooled:
         return not (stream and self.name == "llama-cpp-python")
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("llama-cpp-python", marks=pytest.mark.llama_cpp_python),
-        pytest.param("llama-server", marks=pytest.mark.llama_server),
-    ]
-)
+@pytest.fixture(params=EACH_SERVER)
 def tooled(request: pytest.FixtureRequest) -> Tooled:
     """Each server that makes tool calls, in turn."""
     if request.param == "llama-cpp-python":
