@@ -334,10 +334,10 @@ def test_ollama_native_text_and_done_line_metrics() -> None:
 
 
 def test_ollama_native_metrics_are_collected() -> None:
-    """ollama_metrics holds the integer counters and nanosecond durations of the done line."""
+    """server_metrics holds the integer counters and nanosecond durations of the done line."""
     acc = Accumulator("ollama")
     feed_all(acc, [native("Hi"), native(**NATIVE_DONE)])
-    assert acc.ollama_metrics == {
+    assert acc.server_metrics == {
         "total_duration": 1_234_567_890,
         "load_duration": 12_345_678,
         "prompt_eval_count": 26,

@@ -197,6 +197,44 @@ async def test_native_ollama_metrics_become_usage_and_timings() -> None:
     assert result.timings is not None
     assert result.timings.load_duration == 0.002
     assert result.timings.tokens_per_second == pytest.approx(1000.0)  # 3 tokens in 3 ms
+    # prompt_eval_duration 0.7 ms (7 tokens), eval_duration 3 ms
+    durations = (result.timings.prompt_duration, result.timings.generation_duration)
+    assert durations == (pytest.approx(0.0007), pytest.approx(0.003))
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_llama_cpp_timings_give_its_own_speed_and_durations(stream: bool) -> None:
+    """llama.cpp's own ``timings`` (on the last chunk, or the whole answer) give the speed
+    (its ``predicted_per_second``) and the server's prompt and generation times (its
+    ``prompt_ms`` and ``predicted_ms``), streamed or not; the client still measures the total
+    and, when streaming, the first token."""
+    async with TestServer(dialect="llamacpp") as server:
+        server.script(Reply(chunks=["a", "b", "c"], usage=(8, 3)))
+        async with make_client(server.url) as client:
+            result = await client.chat(HELLO, stream=stream)
+    timings = result.timings
+    # the imitation's timings: 0.5 ms a prompt token, 1 ms a generated one, 1000 tokens/s
+    server_figures = (
+        timings.tokens_per_second,
+        timings.prompt_duration,
+        timings.generation_duration,
+    )
+    assert server_figures == (1000.0, pytest.approx(0.004), pytest.approx(0.003))
+    assert timings.total is not None
+    assert (timings.time_to_first_token is not None) == stream
+
+
+async def test_server_without_timings_leaves_the_server_durations_unknown() -> None:
+    """An OpenAI-style server that sends no timings: speed from the client's clock, and no
+    server durations."""
+    async with TestServer(dialect="vllm") as server:
+        server.script(Reply(chunks=["a", "b", "c"], usage=(8, 3), delay_between=0.01))
+        async with make_client(server.url) as client:
+            result = await client.chat(HELLO)
+    timings = result.timings
+    assert (timings.prompt_duration, timings.generation_duration) == (None, None)
+    assert timings.tokens_per_second is not None
+    assert timings.tokens_per_second < 1000.0  # three tokens over at least 20 ms
 
 
 async def test_api_auto_picks_native_ollama_after_preflight() -> None:

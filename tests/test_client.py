@@ -730,6 +730,30 @@ async def test_preflight_llamacpp_single_model_name_mismatch_is_a_warning() -> N
     assert "'tiny'" in report.warnings[0]
 
 
+@pytest.mark.parametrize("build", [None, "b0-unknown"])
+async def test_preflight_llamacpp_reports_its_build_from_props(build: str | None) -> None:
+    """llama.cpp's version is its build, the ``build_info`` of ``GET /props``."""
+    async with TestServer(dialect="llamacpp", version=build) as server:
+        async with make_client(server.url) as client:
+            report = await client.preflight_check()
+    paths = [request.path for request in server.requests]
+    assert (report.server, report.version) == ("llama.cpp", build or "b6500-1a2b3c4d")
+    assert paths == ["/api/version", "/v1/models", "/props"]
+
+
+async def test_preflight_of_other_servers_asks_no_props() -> None:
+    """An OpenAI-compatible server is not asked for llama.cpp's ``/props``: no version."""
+    async with TestServer(dialect="openai") as server:
+        async with make_client(server.url, model="gpt-4o-mini") as client:
+            report = await client.preflight_check()
+    paths = [request.path for request in server.requests]
+    assert (report.server, report.version, paths) == (
+        "openai-compatible",
+        None,
+        ["/api/version", "/v1/models"],
+    )
+
+
 async def test_preflight_auth_refused_says_to_set_the_key() -> None:
     """A 401 on the listing says to set LLMTAP_API_KEY."""
     async with TestServer(dialect="openai", api_key="sk-right") as server:

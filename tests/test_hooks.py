@@ -165,6 +165,33 @@ async def test_raw_native_chunks_report_ollamas_own_speed() -> None:
     assert result.timings.tokens_per_second == pytest.approx(1000.0)
 
 
+async def test_raw_llama_cpp_chunks_report_its_own_timings() -> None:
+    """From llama.cpp, a raw RequestFinished reads the server's ``timings`` off the last chunk
+    (the usage chunk llmtap asks for), as a typed stream's result does: its speed and its
+    prompt and generation times."""
+    records = Records()
+    async with TestServer(dialect="llamacpp") as server:
+        server.script(Reply(text="a b c", usage=(6, 3)), Reply(text="a b c", usage=(6, 3)))
+        async with LLMClient(_config(server.url, records)) as client:
+            chunks = [chunk async for chunk in client.stream_chat(HELLO)]
+            result = await client.chat(HELLO)
+    assert "timings" in chunks[-1]
+    raw, typed = records.of(RequestFinished)
+    expected = (1000.0, pytest.approx(0.003), pytest.approx(0.003))
+    for timings in (raw.timings, typed.timings, result.timings):  # type: ignore[union-attr]
+        figures = (timings.tokens_per_second, timings.prompt_duration, timings.generation_duration)
+        assert figures == expected
+
+
+def test_llama_cpp_timings_of_the_wrong_type_are_no_figures() -> None:
+    """A llama.cpp ``timings`` whose figures are not numbers (a speed of ``null``, as the
+    server writes an infinite one) gives no server durations, and the speed is counted."""
+    metrics = {"timings": {"predicted_per_second": None, "prompt_ms": "1", "predicted_ms": True}}
+    timings = timings_of(metrics, Usage(completion_tokens=4), 0, 1, 3)
+    figures = (timings.tokens_per_second, timings.prompt_duration, timings.generation_duration)
+    assert figures == (2.0, None, None)
+
+
 def test_timings_ignore_metrics_of_the_wrong_type() -> None:
     """Counters a server sent as strings are no figures: the speed is counted instead."""
     metrics = {"eval_count": "3", "eval_duration": 5, "load_duration": "x"}

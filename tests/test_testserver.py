@@ -166,11 +166,12 @@ async def test_usage_chunk_only_when_asked(
     assert all(e["choices"] for e in events[:-1])
 
 
-@pytest.mark.parametrize("dialect", ["openai", "llamacpp", "vllm"])
+@pytest.mark.parametrize("dialect", ["openai", "vllm"])
 async def test_tool_call_fragments_carry_id_and_name_only_first(
     session: aiohttp.ClientSession, dialect: Dialect
 ) -> None:
-    """Fragmenting servers send index/id/type/name first, then only index and arguments."""
+    """OpenAI and vLLM send index/id/type/name first (with empty arguments), then only index
+    and arguments."""
     async with TestServer(dialect) as server:
         server.script(Reply(tool_calls=[ToolCallSpec("f", {"a": 1, "b": "two"}, id="my-id")]))
         _, _, raw = await post_raw(session, server, "/v1/chat/completions", chat_body(server))
@@ -187,6 +188,38 @@ async def test_tool_call_fragments_carry_id_and_name_only_first(
         set(f) == {"index", "function"} and set(f["function"]) == {"arguments"} for f in rest
     )
     assert orjson.loads("".join(f["function"]["arguments"] for f in rest)) == {"a": 1, "b": "two"}
+
+
+async def test_llamacpp_tool_call_starts_with_the_first_argument_piece(
+    session: aiohttp.ClientSession,
+) -> None:
+    """llama-server sends index/id/type/name with the first piece of the arguments (never an
+    empty "arguments"), then index and one piece each, as scripted in ToolCallSpec.chunks."""
+    pieces = ['{"a', '":', " 1}"]
+    async with TestServer("llamacpp") as server:
+        server.script(Reply(tool_calls=[ToolCallSpec("f", chunks=pieces, id="my-id")]))
+        _, _, raw = await post_raw(session, server, "/v1/chat/completions", chat_body(server))
+        server.script(Reply(tool_calls=[ToolCallSpec("f", chunks=pieces, id="my-id")]))
+        body = chat_body(server, stream=False)
+        _, _, whole = await post_raw(session, server, "/v1/chat/completions", body)
+    fragments = [f for d in deltas(sse_data(raw)[:-1]) for f in d.get("tool_calls", [])]
+    assert fragments == [
+        {
+            "index": 0,
+            "id": "my-id",
+            "type": "function",
+            "function": {"name": "f", "arguments": '{"a'},
+        },
+        {"index": 0, "function": {"arguments": '":'}},
+        {"index": 0, "function": {"arguments": " 1}"}},
+    ]
+    assert orjson.loads(whole)["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {"type": "function", "function": {"name": "f", "arguments": '{"a": 1}'}, "id": "my-id"}
+        ],
+    }
 
 
 async def test_ollama_v1_sends_each_tool_call_whole(session: aiohttp.ClientSession) -> None:
@@ -504,7 +537,9 @@ async def test_cut_mid_chunk(session: aiohttp.ClientSession) -> None:
     assert isinstance(error, aiohttp.ClientPayloadError)
     complete, _, partial = data.rpartition(b"\n\n")
     assert len(sse_data(complete + b"\n\n")) == 2
-    assert partial.startswith(b'data: {"choices":[{"delta":{"content":" the')
+    assert partial.startswith(
+        b'data: {"choices":[{"finish_reason":null,"index":0,"delta":{"content":" the'
+    )
     assert not partial.endswith(b"\n")
 
 

@@ -624,7 +624,7 @@ class Call:
                 progress.response_id,
                 (
                     accumulator.usage,
-                    accumulator.ollama_metrics,
+                    accumulator.server_metrics,
                     self.started,
                     progress.first_at,
                     ended,

@@ -162,7 +162,8 @@ class RequestFinished:
         url: The URL of the endpoint that answered (without a password).
         body: The request body (JSON) that got the answer.
         usage: Token counts, where the server sent them (built when read).
-        timings: Time to first token, total, tokens per second (built when read).
+        timings: Time to first token, total, tokens per second, and the server's own
+            durations where it reports them (built when read).
         text: The answer's text (built when read).
         result: The whole :class:`ChatResult`, for a chat answer read as typed events (built
             when read; ``None`` for a raw chunk stream and for embeddings).
@@ -177,8 +178,9 @@ class RequestFinished:
     response_id: str | None
     #: What ``usage``, ``timings``, ``text`` and ``result`` are built from, only when read:
     #: the usage (a ``Usage``, or a raw stream's last chunk holding its counts, or ``None``),
-    #: Ollama's metrics, the call's clock readings (its start, its first output, its end),
-    #: and what gathered the answer (an accumulator of typed events, or a raw decoder).
+    #: the server's own figures (Ollama's metrics, llama.cpp's timings), the call's clock
+    #: readings (its start, its first output, its end), and what gathered the answer (an
+    #: accumulator of typed events, or a raw decoder).
     source: tuple[Any, Mapping[str, Any], float, float | None, float, Any] = field(
         repr=False, compare=False, default=(None, _NO_METRICS, 0.0, None, 0.0, None)
     )
@@ -207,8 +209,8 @@ class RequestFinished:
 
     @property
     def timings(self) -> Timings:
-        """Time to the first token, in all, and tokens per second (seconds; built on each
-        read)."""
+        """Time to the first token, in all, tokens per second, and the server's own durations
+        (seconds; built on each read)."""
         _counts, metrics, started, first_at, ended, _output = self.source
         return timings_of(metrics, self.usage, started, first_at, ended)
 
@@ -323,25 +325,42 @@ def timings_of(
     first_at: float | None,
     ended: float,
 ) -> Timings:
-    """An answer's :class:`Timings`: to the first output, in all, tokens per second
-    (Ollama's own figure where ``metrics`` hold one, else the completion tokens of ``usage``
-    counted from the first output to the end), and Ollama's model load.
+    """An answer's :class:`Timings`: to the first output and in all (the client's clock), and
+    the server's own figures where ``metrics`` hold them: its generation speed (else the
+    completion tokens of ``usage`` counted from the first output to the end), the time it
+    spent on the prompt and on the answer, and Ollama's model load.
 
     Args:
-        metrics: Ollama's native counters and nanosecond durations (``eval_count``,
-            ``eval_duration``, ``load_duration``), where the server sent them.
+        metrics: The server's own figures: Ollama's native counters and nanosecond durations
+            (``eval_count``, ``eval_duration``, ``prompt_eval_duration``, ``load_duration``),
+            or llama.cpp's ``timings`` object under ``"timings"`` (``predicted_per_second``,
+            ``prompt_ms``, ``predicted_ms``); a raw stream's last chunk holds either.
         usage: The answer's token counts, where known.
         started: When the call started (the loop's clock).
         first_at: When its first output arrived (``None``: none did).
         ended: When it ended.
     """
     speed: float | None = None
-    completion_tokens = usage.completion_tokens if usage is not None else None
-    evals, eval_ns = _count(metrics.get("eval_count")), _count(metrics.get("eval_duration"))
-    if evals and eval_ns:
-        speed = evals / (eval_ns / 1e9)
-    elif completion_tokens and first_at is not None and ended > first_at:
-        speed = completion_tokens / (ended - first_at)
+    prompt: float | None = None
+    generation: float | None = None
+    own = metrics.get("timings")
+    if type(own) is dict:  # llama.cpp: milliseconds, and its own speed
+        speed = _count(own.get("predicted_per_second"))
+        prompt_ms, predicted_ms = _count(own.get("prompt_ms")), _count(own.get("predicted_ms"))
+        prompt = None if prompt_ms is None else prompt_ms / 1e3
+        generation = None if predicted_ms is None else predicted_ms / 1e3
+    else:  # Ollama: nanoseconds
+        evals, eval_ns = _count(metrics.get("eval_count")), _count(metrics.get("eval_duration"))
+        if evals and eval_ns:
+            speed = evals / (eval_ns / 1e9)
+        prompt_ns = _count(metrics.get("prompt_eval_duration"))
+        prompt = None if prompt_ns is None else prompt_ns / 1e9
+        generation = None if eval_ns is None else eval_ns / 1e9
+    if not speed or speed < 0:
+        completion_tokens = usage.completion_tokens if usage is not None else None
+        speed = None
+        if completion_tokens and first_at is not None and ended > first_at:
+            speed = completion_tokens / (ended - first_at)
     load = _count(metrics.get("load_duration"))
     return trusted(
         Timings,
@@ -349,6 +368,8 @@ def timings_of(
         total=ended - started,
         tokens_per_second=speed,
         load_duration=None if load is None else load / 1e9,
+        prompt_duration=prompt,
+        generation_duration=generation,
     )
 
 

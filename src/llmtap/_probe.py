@@ -56,7 +56,7 @@ class ServerInfo:
 
     Attributes:
         kind: The kind of server.
-        version: Its version, where it tells (Ollama, vLLM).
+        version: Its version, where it tells (Ollama, vLLM, llama.cpp's build).
         listing: The ``/v1/models`` answer read on the way (not for Ollama), so that it need
             not be asked for again.
     """
@@ -170,8 +170,8 @@ class Probe:
 
     async def server(self, *, deadline: float | None = None, version: bool = True) -> ServerInfo:
         """Which server this is: Ollama answers ``/api/version``; every other is told by its
-        ``/v1/models`` (llama.cpp marks it, vLLM says ``owned_by: "vllm"``, and tells its
-        version at ``/version``, asked only when ``version``).
+        ``/v1/models`` (llama.cpp marks it, vLLM says ``owned_by: "vllm"``); their version
+        (:meth:`version`) is asked only when ``version``.
 
         Raises:
             LLMConnectionError: Nothing answers (``LLMTimeoutError`` past the deadline).
@@ -190,12 +190,27 @@ class Probe:
             kind, _, _ = read_model_listing(body)
         except ValueError:
             raise self._failed(200, body, models_url) from None
-        found: str | None = None
-        if kind == "vllm" and version:
-            _, answer, _ = await self.get(config.root_url + "/version", deadline=deadline)
-            if isinstance(answer, dict) and isinstance(answer.get("version"), str):
-                found = answer["version"]
+        found = await self.version(kind, deadline=deadline) if version else None
         return ServerInfo(kind, found, body)
+
+    async def version(self, kind: ServerKind, *, deadline: float | None = None) -> str | None:
+        """The version a server other than Ollama tells, where it tells one: vLLM's
+        ``GET /version``, and llama.cpp's build (``build_info`` of ``GET /props``, such as
+        ``b6500-1a2b3c4d``; ``b0-unknown`` when built without git metadata). ``None`` for any
+        other kind, or when the answer has none (a server without the route answers 404).
+
+        Raises:
+            LLMConnectionError: Nothing answers (``LLMTimeoutError`` past the deadline).
+        """
+        if kind == "vllm":
+            path, key = "/version", "version"
+        elif kind == "llama.cpp":
+            path, key = "/props", "build_info"
+        else:
+            return None
+        _, answer, _ = await self.get(self._config.root_url + path, deadline=deadline)
+        found = answer.get(key) if isinstance(answer, dict) else None
+        return found if isinstance(found, str) and found else None
 
     async def listing(
         self, server: ServerKind | ServerInfo | None = None, *, deadline: float | None = None

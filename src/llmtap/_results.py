@@ -112,12 +112,22 @@ class Usage(BaseModel):
 class Timings(BaseModel):
     """How long an answer took, in seconds. Any figure that was not measured is ``None``.
 
+    The first two are measured by the client; the last three are the server's own figures,
+    where it reports them (Ollama's native API, llama.cpp's ``timings``).
+
     Attributes:
         time_to_first_token: From sending the request to the first output token.
         total: From sending the request to the end of the answer.
-        tokens_per_second: Generation speed: Ollama's own figure, else the completion tokens
-            (reported or counted) over the time from the first token to the end.
+        tokens_per_second: Generation speed: the server's own figure (Ollama's
+            ``eval_count`` over ``eval_duration``, llama.cpp's ``predicted_per_second``), else
+            the completion tokens (reported or counted) over the time from the first token to
+            the end.
         load_duration: Time the server spent loading the model (Ollama reports it).
+        prompt_duration: Time the server spent reading the prompt (Ollama's
+            ``prompt_eval_duration``, llama.cpp's ``prompt_ms``: the part of the prompt it
+            had not cached).
+        generation_duration: Time the server spent generating the answer (Ollama's
+            ``eval_duration``, llama.cpp's ``predicted_ms``).
 
     Example:
         >>> Timings(time_to_first_token=0.25, total=1.5).total
@@ -130,6 +140,8 @@ class Timings(BaseModel):
     total: float | None = None
     tokens_per_second: float | None = None
     load_duration: float | None = None
+    prompt_duration: float | None = None
+    generation_duration: float | None = None
 
 
 class ChatResult(BaseModel):
@@ -148,8 +160,9 @@ class ChatResult(BaseModel):
         usage: Token counts, always present: as the server reported them, or for a stream
             that carried none, the output chunks counted (``usage.source`` says which; a count
             nobody knows is ``None``).
-        timings: Durations measured by the client, always present (a figure not measured,
-            such as the first token's time of a non-streamed answer, is ``None``).
+        timings: Durations, measured by the client or reported by the server, always present
+            (a figure not known, such as the first token's time of a non-streamed answer, is
+            ``None``).
         model: The model name the server reported.
         server: The kind of server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or
             ``"openai-compatible"``.
@@ -381,7 +394,8 @@ class PreflightReport(BaseModel):
 
     Attributes:
         server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or ``"openai-compatible"``.
-        version: The server's version, where it tells.
+        version: The server's version, where it tells: Ollama's and vLLM's version,
+            llama.cpp's build (``b6500-1a2b3c4d``, from ``GET /props``).
         models: The models the server offers, as it names them.
         model: The model requests will use: the configured one, resolved as the server resolves
             it (``qwen3`` on Ollama is ``qwen3:latest``), or the server's only model.

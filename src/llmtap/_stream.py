@@ -348,12 +348,12 @@ async def build_result(call: Call) -> ChatResult:
     ended = call.ended_at if call.ended_at is not None else asyncio.get_running_loop().time()
     accumulator = progress.accumulator
     timings = timings_of(
-        accumulator.ollama_metrics, accumulator.usage, call.started, progress.first_at, ended
+        accumulator.server_metrics, accumulator.usage, call.started, progress.first_at, ended
     )
     server = progress.server_on(upstream)
     warnings = []
     if request.dialect == "ollama":
-        prompt_tokens = accumulator.ollama_metrics.get("prompt_eval_count")
+        prompt_tokens = accumulator.server_metrics.get("prompt_eval_count")
         warning = await _truncation_warning(upstream, request, prompt_tokens)
         if warning:
             warnings.append(warning)

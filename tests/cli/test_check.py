@@ -53,6 +53,14 @@ async def test_json_lists_the_steps(cli: Runner) -> None:
     assert data["steps"][1]["detail"] == "vLLM 0.12.0"
 
 
+async def test_llamacpp_server_step_names_its_build(cli: Runner) -> None:
+    """On llama.cpp the server step names its build, from ``GET /props``."""
+    async with TestServer(dialect="llamacpp", version="b0-unknown") as server:
+        result = await cli("check", "--endpoint", server.url, "--json")
+    data = json.loads(result.out)
+    assert (result.code, data["steps"][1]["detail"]) == (0, "llama.cpp b0-unknown")
+
+
 async def test_server_not_running_exits_3(cli: Runner, closed_port_url: str) -> None:
     """Nothing listening: ✗ reachable with how to start the server; exit code 3."""
     result = await cli("check", "--endpoint", closed_port_url)

@@ -84,7 +84,8 @@ async def test_openai_json_says_loaded_is_unknown(cli: Runner) -> None:
 
 
 async def test_llamacpp_json_reads_its_meta(cli: Runner) -> None:
-    """On llama.cpp the listing's meta gives size, parameter count and context."""
+    """On llama.cpp the listing's meta gives size, parameter count, context and the weights'
+    type (its ``ftype``, as the quantization)."""
     async with TestServer(dialect="llamacpp") as server:
         result = await cli("models", "--endpoint", server.url, "--json")
     [model] = json.loads(result.out)
@@ -94,7 +95,7 @@ async def test_llamacpp_json_reads_its_meta(cli: Runner) -> None:
         "201.7K",
         4096,
     )
-    assert (model["format"], model["loaded"]) == ("gguf", True)
+    assert (model["format"], model["loaded"], model["quantization"]) == ("gguf", True, "all F32")
 
 
 async def test_api_key_is_sent_and_refusal_exits_5(cli: Runner) -> None:

@@ -1,4 +1,5 @@
-"""The ``llmtap`` command against llama-cpp-python, run as a user runs it: a subprocess."""
+"""The ``llmtap`` command against both real servers (llama-cpp-python's and llama.cpp's own
+llama-server), run as a user runs it: a subprocess."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from llmtap import LLMClient, Message
+from llmtap import ChatResult, Message
 from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
-from tests.realserver.conftest import require
+from tests.realserver.conftest import Served, require
+from tests.realserver.llamacpp_server import LlamaCppServer
 from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer, ServerStartError
+from tests.realserver.oracle import Oracle
+from tests.realserver.serverprocess import ServerProcess
 
 if TYPE_CHECKING:
     from tests.realserver.tinymodel import TinyModel
@@ -60,54 +64,57 @@ async def run_llmtap(
     return process.returncode, out.decode(), err.decode()
 
 
-async def greedy_answer(client: LLMClient, max_tokens: int) -> str:
-    """The library's answer to PROMPT at temperature 0 (greedy, so the same every time)."""
-    result = await client.chat([Message.user(PROMPT)], temperature=0.0, max_tokens=max_tokens)
+async def greedy_answer(served: Served, max_tokens: int) -> str:
+    """The library's answer to PROMPT at temperature 0 (greedy, so the same every time),
+    read by openai-python too."""
+    async with Oracle.around(served.url) as oracle:
+        result = await oracle.answer(
+            [Message.user(PROMPT)], stream=True, temperature=0.0, max_tokens=max_tokens
+        )
     return result.text
 
 
-async def test_chat_prints_the_answer_the_library_gets(
-    client: LLMClient, llama_server: LlamaServer, tmp_path: Path
-) -> None:
+async def test_chat_prints_the_answer_the_library_gets(served: Served, tmp_path: Path) -> None:
     """``llmtap chat PROMPT`` with stdout not a terminal prints the answer's text, then a
     newline: the same text the library gets for the same greedy request. The answer is cut at
     --max-tokens, and stderr says so."""
     code, out, err = await run_llmtap(
-        tmp_path, "chat", PROMPT, "-e", llama_server.url, "--temperature", "0", "--max-tokens", "12"
+        tmp_path, "chat", PROMPT, "-e", served.url, "--temperature", "0", "--max-tokens", "12"
     )
     assert (code, out, err) == (
         0,
-        await greedy_answer(client, 12) + "\n",
+        await greedy_answer(served, 12) + "\n",
         "[answer cut short: --max-tokens 12 reached]\n",
     )
 
 
-async def test_chat_json_prints_the_whole_result(
-    client: LLMClient, llama_server: LlamaServer, tmp_path: Path
-) -> None:
+async def test_chat_json_prints_the_whole_result(served: Served, tmp_path: Path) -> None:
     """``llmtap chat --json`` prints the ChatResult: the text, finish "length" at
-    --max-tokens, the model and the kind of server preflight found."""
-    code, out, _ = await run_llmtap(
-        tmp_path,
-        "chat",
-        PROMPT,
-        "--json",
-        "-e",
-        llama_server.url,
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "12",
-    )
-    result = json.loads(out)
-    found = (code, result["text"], result["finish_reason"], result["model"], result["server"])
-    expected_text = await greedy_answer(client, 12)
-    assert found == (0, expected_text, "length", MODEL_ALIAS, "openai-compatible")
+    --max-tokens, the model and the kind of server preflight found; and what it prints is
+    what openai-python reads from the same answer."""
+    async with Oracle.around(served.url) as oracle:
+        code, out, _ = await run_llmtap(
+            tmp_path,
+            "chat",
+            PROMPT,
+            "--json",
+            "-e",
+            oracle.tee.url,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+        )
+        printed = ChatResult.model_validate_json(out)
+        await oracle.agree(printed)
+    found = (code, printed.text, printed.finish_reason, printed.model, printed.server)
+    expected_text = await greedy_answer(served, 12)
+    assert found == (0, expected_text, "length", MODEL_ALIAS, served.kind)
 
 
 async def test_models_lists_tiny_owned_by_me(llama_server: LlamaServer, tmp_path: Path) -> None:
-    """``llmtap models --json`` lists the one model, with the owner llama-cpp-python gives
-    ("me") and none of the details only Ollama tells."""
+    """``llmtap models --json`` against llama-cpp-python lists the one model, with the owner
+    it gives ("me") and none of the details only Ollama and llama.cpp tell."""
     code, out, _ = await run_llmtap(tmp_path, "models", "--json", "-e", llama_server.url)
     listing = json.loads(out)
     assert code == 0
@@ -116,9 +123,41 @@ async def test_models_lists_tiny_owned_by_me(llama_server: LlamaServer, tmp_path
     ]
 
 
-async def test_check_passes_every_step(llama_server: LlamaServer, tmp_path: Path) -> None:
-    """``llmtap check --json`` passes every step against the real server and exits 0."""
-    code, out, _ = await run_llmtap(tmp_path, "check", "--json", "-e", llama_server.url)
+async def test_models_lists_tiny_with_what_llama_server_tells(
+    llamacpp_server: LlamaCppServer, tmp_path: Path
+) -> None:
+    """``llmtap models`` against llama-server: the one model with what its listing's meta
+    tells (the tiny model's size and parameter count, its weights' type as the quantization,
+    the context the server runs), owned by "llamacpp", loaded; as JSON, and as the table."""
+    code, out, _ = await run_llmtap(tmp_path, "models", "--json", "-e", llamacpp_server.url)
+    fields = ("name", "size", "parameter_size", "quantization", "format", "context_length")
+    [entry] = json.loads(out)
+    assert (code, *(entry[field] for field in fields), entry["owned_by"], entry["loaded"]) == (
+        0,
+        MODEL_ALIAS,
+        1_140_480,
+        "285.1K",
+        "all F32",
+        "gguf",
+        512,
+        "llamacpp",
+        True,
+    )
+    code, out, _ = await run_llmtap(tmp_path, "models", "-e", llamacpp_server.url)
+    assert (code, [line.split() for line in out.splitlines()]) == (
+        0,
+        [
+            ["NAME", "SIZE", "PARAMS", "QUANT", "CONTEXT", "OWNER", "LOADED"],
+            ["─" * 62],
+            ["tiny", "1.1", "MB", "285.1K", "all", "F32", "512", "llamacpp", "yes"],
+        ],
+    )
+
+
+async def test_check_passes_every_step(served: Served, tmp_path: Path) -> None:
+    """``llmtap check --json`` passes every step against the real server and exits 0; its
+    server step names it (llama-server with its build)."""
+    code, out, _ = await run_llmtap(tmp_path, "check", "--json", "-e", served.url)
     report = json.loads(out)
     steps = [(step["step"], step["ok"]) for step in report["steps"]]
     assert (code, report["ok"], report["exit_code"]) == (0, True, 0)
@@ -130,9 +169,11 @@ async def test_check_passes_every_step(llama_server: LlamaServer, tmp_path: Path
         ("answer", True),
         ("first_token", True),
     ]
+    named = {"llama-cpp-python": "OpenAI-compatible", "llama-server": "llama.cpp b0-unknown"}
+    assert report["steps"][1]["detail"] == named[served.name]
 
 
-def _bench_args(server: LlamaServer, max_tokens: int) -> list[str]:
+def _bench_args(server: ServerProcess, max_tokens: int) -> list[str]:
     return [
         "bench",
         "--json",
@@ -169,6 +210,29 @@ async def test_bench_measures_a_queueing_server_without_errors(
         assert 0 < level["tokens"] <= level["requests"] * 16
 
 
+async def test_bench_measures_llama_server_without_errors(
+    llamacpp_server: LlamaCppServer, tmp_path: Path
+) -> None:
+    """``llmtap bench`` against llama-server (four slots: requests run side by side): every
+    request of every concurrency level is answered, within max_tokens, and the report names
+    the server and the model."""
+    code, out, _ = await run_llmtap(tmp_path, *_bench_args(llamacpp_server, 16))
+    report = json.loads(out)
+    levels: list[dict[str, Any]] = report["levels"]
+    assert (code, report["server"], report["model"], report["errors"]) == (
+        0,
+        "llama.cpp",
+        MODEL_ALIAS,
+        [],
+    )
+    assert [(level["concurrency"], level["requests"], level["errors"]) for level in levels] == [
+        (1, 2, 0),
+        (2, 4, 0),
+    ]
+    for level in levels:
+        assert 0 < level["tokens"] <= level["requests"] * 16
+
+
 async def test_bench_counts_streams_the_server_cut_as_errors(
     llama_server: LlamaServer, tmp_path: Path
 ) -> None:
@@ -184,6 +248,23 @@ async def test_bench_counts_streams_the_server_cut_as_errors(
         "The stream ended before the answer was complete ([DONE] came before any "
         f"finish_reason; {CUT_BY_NEWER_REQUEST})"
     }
+
+
+async def test_check_warns_that_llama_server_ignores_a_model_name(
+    llamacpp_server: LlamaCppServer, tmp_path: Path
+) -> None:
+    """``check --model foo`` against llama-server, which serves only ``tiny`` whatever name
+    is asked: preflight knows that of llama.cpp, so the model step is a warning with the name
+    to pass, the rest passes (the answer comes from tiny), and the exit code is 0 (where
+    llama-cpp-python, not known for it, gets exit 4: below)."""
+    code, out, _ = await run_llmtap(tmp_path, "check", "-e", llamacpp_server.url, "--model", "foo")
+    assert code == 0
+    assert out.splitlines()[3:6] == [
+        f"! model          Model 'foo' is not listed; this llama.cpp server serves only "
+        f"{MODEL_ALIAS!r} and answers with it whatever name is asked",
+        f"  fix: pass --model {MODEL_ALIAS} (or leave --model out) to name the model that answers",
+        f"✓ model answers  {MODEL_ALIAS} answered a request for foo (max_tokens=1)",
+    ]
 
 
 async def test_check_says_the_server_ignores_a_model_name(

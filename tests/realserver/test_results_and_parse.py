@@ -1,4 +1,5 @@
-"""ChatResult's usage and timings, and parse(), against llama-cpp-python (issue 21, items 5-7).
+"""ChatResult's usage and timings, and parse(), against llama-cpp-python (issue 21, items 5-7);
+the README's stream() example against both servers.
 
 llama-cpp-python 0.3.36 sends no usage when streaming, and takes structured output as
 ``{"type": "json_object", "schema": ...}`` rather than OpenAI's ``json_schema``: it answers 500
@@ -15,7 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from llmtap import AttemptFailed, HookRecord, LLMClient, LLMParseError, Message, Usage
-from tests.realserver.conftest import realserver_client
+from tests.realserver.conftest import Served, realserver_client
 from tests.realserver.llamaserver import LlamaServer
 
 pytestmark = pytest.mark.realserver
@@ -53,15 +54,15 @@ QUESTION = [Message.user("Tell me about the water.")]
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_readme_stream_example_runs_on_llama_cpp_python(
-    llama_server: LlamaServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_readme_stream_example_runs_on_both_servers(
+    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The README's stream() example, run as written (asyncio.run included) against
-    llama-cpp-python, which sends no usage when streaming: it prints the tokens (counted) and
-    the speed instead of failing on a missing usage."""
+    """The README's stream() example, run as written (asyncio.run included) against each
+    server: llama-cpp-python sends no usage when streaming, and it prints the tokens
+    (counted) and the speed instead of failing on a missing usage; llama-server sends both."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     example = next(block for block in blocks if "client.stream(" in block)
-    monkeypatch.setenv("LLMTAP_ENDPOINT", llama_server.url)  # the example names no endpoint
+    monkeypatch.setenv("LLMTAP_ENDPOINT", served.url)  # the example names no endpoint
     exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
     last = capsys.readouterr().out.splitlines()[-1]
     assert re.fullmatch(

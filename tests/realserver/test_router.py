@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from llmtap import LLMResponseError, Message, Router
-from tests.realserver.conftest import no_eos, realserver_settings
-from tests.realserver.serverprocess import ServerProcess
+from tests.realserver.conftest import HasURL, no_eos, realserver_settings
+from tests.realserver.oracle import Oracle
 
 if TYPE_CHECKING:  # importing them needs gguf or the servers, which the tier may lack
     from tests.realserver.llamacpp_server import LlamaCppServer
@@ -44,7 +44,7 @@ TINY_PNG = (
 
 
 @asynccontextmanager
-async def fleet(server: ServerProcess) -> AsyncIterator[Router]:
+async def fleet(server: HasURL) -> AsyncIterator[Router]:
     """A router over ``server`` listed twice ("first" and "second"), failing over in that
     order, with the router's default two retries across endpoints."""
     endpoints = [{"name": name, **realserver_settings(server)} for name in ("first", "second")]
@@ -73,15 +73,18 @@ async def test_an_image_llama_server_cannot_take_fails_once_and_takes_no_server_
 ) -> None:
     """llama-server answers an image sent to a text-only model with 500 "image input is not
     supported": the router raises LLMResponseError after that one attempt (not again on the
-    other endpoint), takes neither endpoint out, and answers the next request."""
+    other endpoint), takes neither endpoint out, and answers the next request (the error and
+    the answer as openai-python reads them too)."""
     caplog.set_level(logging.INFO, logger="llmtap")
-    async with fleet(llamacpp_server) as router:
+    async with Oracle.around(llamacpp_server.url) as oracle, fleet(oracle.tee) as router:
         with pytest.raises(LLMResponseError) as info:
             await router.chat([Message.user("hi", images=[TINY_PNG])], stream=stream)
+        await oracle.agree(info.value)
         after_error = outcome(router, caplog)
         answer = await router.chat(
             QUESTION, seed=1, max_tokens=8, stream=stream, **no_eos(tiny_model)
         )
+        await oracle.agree(answer)
     assert (info.value.status_code, info.value.server_message) == (
         500,
         "image input is not supported - hint: if this is unexpected, you may need to provide "

@@ -69,3 +69,21 @@ def test_the_file_declares_a_chatml_llama_model(tiny_model: TinyModel) -> None:
     assert [token for token in tokens if token.startswith("<0x")] == [
         f"<0x{byte:02X}>" for byte in range(256)
     ]
+
+
+def test_the_tool_call_variant_declares_its_template_and_its_markers(
+    tiny_model: TinyModel, tiny_tool_model: TinyModel
+) -> None:
+    """The tool-call variant carries TOOL_CHAT_TEMPLATE and the characters of its call
+    markers (``<function=NAME>``) as tokens; the plain model has neither."""
+    import gguf
+
+    from tests.realserver.tinymodel import CHAT_TEMPLATE, TOOL_CHAT_TEMPLATE
+
+    found = []
+    for model in (tiny_model, tiny_tool_model):
+        reader = gguf.GGUFReader(model.path)
+        tokens = set(reader.fields["tokenizer.ggml.tokens"].contents())
+        template = reader.fields["tokenizer.chat_template"].contents()
+        found.append((template, sorted(tokens & set("<>=/"))))
+    assert found == [(CHAT_TEMPLATE, []), (TOOL_CHAT_TEMPLATE, ["/", "<", "=", ">"])]

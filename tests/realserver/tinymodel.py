@@ -13,7 +13,12 @@ its column of the output head acts as a per-token bias:
 * ``<|im_end|>`` (the end-of-generation token) slightly up: a reply ends by itself after a few
   dozen tokens (``finish_reason: "stop"``), or at ``max_tokens`` (``"length"``).
 
-The file depends only on the seed: the same seed writes the same bytes.
+A variant (``tool_calls=True``) has a chat template that llama-server recognises as a tool-call
+format (:data:`TOOL_CHAT_TEMPLATE`), so that with ``tool_choice: "required"`` real tool calls come
+out, their arguments constrained by the tool's JSON schema; its plain-text turn headers also let
+llama-server constrain an answer to a ``json_schema`` (it cannot with the plain model's ChatML).
+
+The file depends only on the seed (and the variant): the same seed writes the same bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-__all__ = ["EOS_TOKEN", "TinyModel", "write_tiny_model"]
+__all__ = ["EOS_TOKEN", "TOOL_CHAT_TEMPLATE", "TinyModel", "write_tiny_model"]
 
 N_EMBD = 64
 N_HEAD = 4
@@ -75,6 +80,9 @@ _WORDS = _WORD_TEXT.split()
 #: Characters the grammar of a tool call needs; pushed down less than other single characters.
 _JSON_CHARS = '{}":,[]0123456789'
 _CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" + _JSON_CHARS + ".!?'-_ "
+#: What the tool-call model's calls (``<function=NAME>{...}</function>``) need besides:
+#: without them the grammar could spell the markers out of byte tokens only.
+_TOOL_CHARS = "<>=/"
 
 #: Output bias, in units of the (near-constant) normalised ``BIAS_DIM`` value.
 _FAR_DOWN = -40.0
@@ -94,6 +102,34 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+#: The tool-call model's template: tool calls in the Llama 3.1 / Functionary v3.1 style,
+#: ``<function=NAME>{json}</function>``. llama-server (``--jinja``) renders the template with a
+#: sample call, recognises that format, and with ``tool_choice: "required"`` constrains the
+#: output to it from the first token. Two measured constraints shape it:
+#:
+#: * The turn headers are plain text that starts with a character no piece joins to the
+#:   word-start marker (``[assistant]``). llama-server feeds the generation prompt, tokenized
+#:   alone, to the grammar, and drops its first token when that is a space the prompt does not
+#:   start with: ChatML's ``<|im_start|>assistant`` (a control token) and ``assistant:`` (whose
+#:   first token is ``▁as``) both fail with 400 "Failed to initialize samplers".
+#: * The tools are named, not described: their JSON schemas would cost about one token per
+#:   character of a 512-token context.
+TOOL_CHAT_TEMPLATE = (
+    "{% if tools %}[system]\nTools:"
+    "{% for tool in tools %} {{ tool['function']['name'] }}{% endfor %}<|im_end|>\n{% endif %}"
+    "{% for message in messages %}"
+    "[{{ message['role'] }}]\n"
+    "{% if message['tool_calls'] %}"
+    "{% for call in message['tool_calls'] %}"
+    "<function={{ call['function']['name'] }}>"
+    "{% if call['function']['arguments'] is string %}{{ call['function']['arguments'] }}"
+    "{% else %}{{ call['function']['arguments'] | tojson }}{% endif %}</function>"
+    "{% endfor %}"
+    "{% else %}{{ message['content'] or '' }}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}[assistant]\n{% endif %}"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class TinyModel:
@@ -111,8 +147,9 @@ class TinyModel:
     words: tuple[str, ...]
 
 
-def _vocabulary() -> tuple[list[str], list[float], list[int], list[float]]:
-    """Tokens, their SentencePiece scores, their types, and their output bias."""
+def _vocabulary(chars: str) -> tuple[list[str], list[float], list[int], list[float]]:
+    """Tokens (the single ``chars`` among them), their SentencePiece scores, their types, and
+    their output bias."""
     tokens: list[str] = []
     scores: list[float] = []
     types: list[int] = []
@@ -129,7 +166,7 @@ def _vocabulary() -> tuple[list[str], list[float], list[int], list[float]]:
     for byte in range(256):
         add(f"<0x{byte:02X}>", 0.0, gguf.TokenType.BYTE, _FAR_DOWN)
     seen = set(tokens)
-    for char in _CHARS.replace(" ", "▁"):
+    for char in chars.replace(" ", "▁"):
         seen.add(char)
         push = _JSON_CHAR_BIAS if char in _JSON_CHARS else _CHAR_BIAS
         add(char, -1000.0, gguf.TokenType.NORMAL, push)
@@ -146,17 +183,20 @@ def _vocabulary() -> tuple[list[str], list[float], list[int], list[float]]:
     return tokens, scores, types, bias
 
 
-def write_tiny_model(path: Path, *, seed: int = 0) -> TinyModel:
+def write_tiny_model(path: Path, *, seed: int = 0, tool_calls: bool = False) -> TinyModel:
     """Write the tiny model to ``path`` (overwriting it); the same seed writes the same bytes.
 
     Args:
         path: Where to write the GGUF file.
         seed: Seeds every random weight.
+        tool_calls: Write the tool-call variant instead: :data:`TOOL_CHAT_TEMPLATE` as its
+            chat template, and the characters of its call markers in the vocabulary (so its
+            weights differ from the plain model's for the same seed).
 
     Returns:
         The file and the facts tests need about it.
     """
-    tokens, scores, types, bias = _vocabulary()
+    tokens, scores, types, bias = _vocabulary(_CHARS + _TOOL_CHARS if tool_calls else _CHARS)
     n_vocab = len(tokens)
     rng = np.random.default_rng(seed)
 
@@ -164,7 +204,7 @@ def write_tiny_model(path: Path, *, seed: int = 0) -> TinyModel:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     writer = gguf.GGUFWriter(str(path), arch="llama")
-    writer.add_name("llmtap-tiny")
+    writer.add_name("llmtap-tiny-tools" if tool_calls else "llmtap-tiny")
     writer.add_context_length(N_CTX)
     writer.add_embedding_length(N_EMBD)
     writer.add_block_count(N_LAYER)
@@ -188,7 +228,7 @@ def write_tiny_model(path: Path, *, seed: int = 0) -> TinyModel:
     writer.add_eot_token_id(eos)
     writer.add_add_bos_token(False)
     writer.add_add_eos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    writer.add_chat_template(TOOL_CHAT_TEMPLATE if tool_calls else CHAT_TEMPLATE)
 
     # Token embeddings: random, except the bias dimension, the same constant everywhere.
     embeddings = normal(n_vocab, N_EMBD, scale=1.0)

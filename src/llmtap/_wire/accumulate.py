@@ -36,7 +36,7 @@ from llmtap._results import (
 
 __all__ = ["Accumulator"]
 
-#: Native Ollama fields of the final line that ``Accumulator.ollama_metrics`` collects.
+#: Native Ollama fields of the final line that ``Accumulator.server_metrics`` collects.
 OLLAMA_METRICS = (
     "total_duration", "load_duration", "prompt_eval_count",
     "prompt_eval_duration", "eval_count", "eval_duration",
@@ -214,6 +214,8 @@ def _with_speed(timings: Timings, tokens: int | None) -> Timings:
         total=total,
         tokens_per_second=tokens / (total - first),
         load_duration=timings.load_duration,
+        prompt_duration=timings.prompt_duration,
+        generation_duration=timings.generation_duration,
     )
 
 
@@ -250,6 +252,7 @@ class Accumulator:
     __slots__ = (
         "_chunks",
         "_finish_reason",
+        "_llama_timings",
         "_model",
         "_native",
         "_ollama_metrics",
@@ -274,6 +277,8 @@ class Accumulator:
         self._usage_key: tuple[int | None, int | None, int | None] | None = None
         self._model: str | None = None
         self._ollama_metrics: dict[str, int] | None = None  # made by a native final line
+        #: llama.cpp's ``timings`` object, as the last chunk that had one sent it.
+        self._llama_timings: dict[str, Any] | None = None
         #: Fed a whole answer (``feed_completion``), not a stream: its pieces are no count.
         self._whole = False
 
@@ -331,9 +336,13 @@ class Accumulator:
         return self._chunks
 
     @property
-    def ollama_metrics(self) -> dict[str, int]:
-        """Native Ollama counters and nanosecond durations seen (``eval_count``, ...)."""
-        return dict(self._ollama_metrics or ())
+    def server_metrics(self) -> dict[str, Any]:
+        """The server's own figures: native Ollama counters and nanosecond durations
+        (``eval_count``, ...), or llama.cpp's ``timings`` object under ``"timings"``."""
+        metrics: dict[str, Any] = dict(self._ollama_metrics or ())
+        if self._llama_timings is not None:
+            metrics["timings"] = self._llama_timings
+        return metrics
 
     # -- input -------------------------------------------------------------------------------
 
@@ -395,6 +404,9 @@ class Accumulator:
             if usage:
                 counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
                 self._set_usage((*counts, usage.get("total_tokens")), events)
+            timings = chunk.get("timings")
+            if type(timings) is dict:  # llama.cpp's own; kept as sent, read at the end
+                self._llama_timings = timings
             return events
         except (AttributeError, TypeError, KeyError, IndexError) as exc:
             raise LLMStreamError(

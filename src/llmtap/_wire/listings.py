@@ -182,6 +182,8 @@ def read_openai_listing(body: Any) -> tuple[ServerKind, list[ModelInfo]]:
                 name=entry["id"],
                 size=int_or_none(meta.get("size")),
                 parameter_size=_count(params) if params else None,
+                # llama.cpp names the weights' type (``Q4_K - Medium``, ``all F32``)
+                quantization=text_or_none(meta.get("ftype")),
                 format="gguf" if kind == "llama.cpp" else None,
                 modified_at=time_or_none(entry.get("modified_at")),
                 loaded=loaded,

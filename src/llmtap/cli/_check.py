@@ -255,11 +255,7 @@ class _Doctor:
                 "check the port and path: Ollama listens on 11434, llama.cpp on 8080, vLLM on "
                 "8000; an OpenAI-style endpoint may need a /v1 suffix",
             )
-        version = None
-        if kind == "vllm":
-            _, answer, _ = await upstream_of(client).probe().get(config.root_url + "/version")
-            if isinstance(answer, dict) and isinstance(answer.get("version"), str):
-                version = answer["version"]
+        version = await upstream_of(client).probe().version(kind)
         names = {"llama.cpp": "llama.cpp", "vllm": "vLLM", "openai-compatible": "OpenAI-compatible"}
         return self.add("server", True, " ".join(filter(None, [names[kind], version])))
 

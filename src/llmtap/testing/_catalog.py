@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Any
 
-from llmtap.testing._wire import rfc3339_now
+from llmtap.testing._wire import ALNUM, random_id, rfc3339_now
 
 __all__ = [
     "embedding_base64",
@@ -44,6 +44,8 @@ MODIFIED_UNIX = calendar.timegm((2025, 6, 1, 12, 0, 0, 0, 0, 0))
 #: OpenAI's ``created`` values are old Unix times; any fixed one will do.
 OPENAI_CREATED = 1_721_172_741
 LLAMACPP_BUILD = "b6500-1a2b3c4d"
+#: How llama.cpp names the pretend model's weight type (``llama_model_ftype_name``).
+LLAMACPP_FTYPE = "all F32"
 
 
 def _digest(name: str) -> str:
@@ -159,7 +161,8 @@ def ollama_openai_models(models: list[str]) -> JSON:
 
 
 def llamacpp_models(models: list[str], n_ctx: int) -> JSON:
-    """llama-server's ``GET /v1/models``: an Ollama-style list and an OpenAI-style one."""
+    """llama-server's ``GET /v1/models``: an Ollama-style list and an OpenAI-style one
+    (``server-context.cpp`` ``get_res_models``), for a pretend model of 0.2 M F32 weights."""
     now = int(time.time())
     return {
         "models": [
@@ -192,6 +195,7 @@ def llamacpp_models(models: list[str], n_ctx: int) -> JSON:
                 "aliases": [name],
                 "tags": [],
                 "object": "model",
+                "architecture": {"input_modalities": ["text"], "output_modalities": ["text"]},
                 "created": now,
                 "owned_by": "llamacpp",
                 "meta": {
@@ -202,7 +206,7 @@ def llamacpp_models(models: list[str], n_ctx: int) -> JSON:
                     "n_embd": 64,
                     "n_params": 201_728,
                     "size": 806_912,
-                    "ftype": 0,
+                    "ftype": LLAMACPP_FTYPE,
                 },
             }
             for name in models
@@ -210,23 +214,104 @@ def llamacpp_models(models: list[str], n_ctx: int) -> JSON:
     }
 
 
-def llamacpp_props(models: list[str], n_ctx: int) -> JSON:
-    """llama-server's ``GET /props``."""
+#: The sampling defaults ``GET /props`` reports for a llama-server started with no sampling
+#: flags (build 11434; floats as the server widens them from float32).
+_LLAMACPP_DEFAULT_PARAMS: JSON = {
+    "seed": 4294967295,
+    "temperature": 0.800000011920929,
+    "dynatemp_range": 0.0,
+    "dynatemp_exponent": 1.0,
+    "top_k": 40,
+    "top_p": 0.949999988079071,
+    "min_p": 0.05000000074505806,
+    "top_n_sigma": -1.0,
+    "xtc_probability": 0.0,
+    "xtc_threshold": 0.10000000149011612,
+    "typical_p": 1.0,
+    "repeat_last_n": 64,
+    "repeat_penalty": 1.0,
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+    "dry_multiplier": 0.0,
+    "dry_base": 1.75,
+    "dry_allowed_length": 2,
+    "dry_penalty_last_n": 64,
+    "mirostat": 0,
+    "mirostat_tau": 5.0,
+    "mirostat_eta": 0.10000000149011612,
+    "adaptive_target": -1.0,
+    "adaptive_decay": 0.8999999761581421,
+    "max_tokens": -1,
+    "n_predict": -1,
+    "n_keep": 0,
+    "n_discard": 0,
+    "ignore_eos": False,
+    "stream": False,
+    "n_probs": 0,
+    "min_keep": 0,
+    "chat_format": "Content-only",
+    "reasoning_format": "none",
+    "reasoning_in_content": False,
+    "generation_prompt": "",
+    "samplers": [
+        "penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc",
+        "temperature",
+    ],
+    "speculative.types": "none",
+    "timings_per_token": False,
+    "post_sampling_probs": False,
+    "backend_sampling": False,
+    "lora": [],
+}  # fmt: skip
+
+#: The ChatML template the pretend model carries, and what llama-server finds it can do.
+_LLAMACPP_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] or '' }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_LLAMACPP_TEMPLATE_CAPS: JSON = {
+    "supports_object_arguments": False,
+    "supports_parallel_tool_calls": False,
+    "supports_preserve_reasoning": False,
+    "supports_reasoning_effort": False,
+    "supports_string_content": True,
+    "supports_system_role": True,
+    "supports_tool_calls": False,
+    "supports_tools": False,
+    "supports_typed_content": False,
+}
+
+
+def llamacpp_props(models: list[str], n_ctx: int, build: str) -> JSON:
+    """llama-server's ``GET /props`` (``server-context.cpp`` ``get_res_props``), for a
+    server started with its defaults (four slots, no ``--metrics``) serving the pretend
+    model; ``media_marker`` is random, as the server draws one when it starts."""
     alias = models[0] if models else ""
     return {
         "default_generation_settings": {
-            "params": {"n_predict": -1, "temperature": 0.8, "top_k": 40, "top_p": 0.95},
+            "params": dict(_LLAMACPP_DEFAULT_PARAMS),
             "n_ctx": n_ctx,
         },
-        "total_slots": 1,
+        "total_slots": 4,
         "model_alias": alias,
+        "model_ftype": LLAMACPP_FTYPE,
         "model_path": f"/models/{alias}.gguf",
         "modalities": {"vision": False, "video": False, "audio": False},
-        "chat_template": "{% for message in messages %}{{ message['content'] }}{% endfor %}",
+        "media_marker": "<__media_" + random_id(ALNUM, 32) + "__>",
+        "endpoint_slots": True,
+        "endpoint_props": False,
+        "endpoint_metrics": False,
+        "ui": True,
+        "ui_settings": {},
+        "chat_template": _LLAMACPP_TEMPLATE,
+        "chat_template_caps": dict(_LLAMACPP_TEMPLATE_CAPS),
         "bos_token": "<s>",
-        "eos_token": "</s>",
-        "build_info": LLAMACPP_BUILD,
+        "eos_token": "<|im_end|>",
+        "build_info": build,
         "is_sleeping": False,
+        "cors_proxy_enabled": False,
     }
 
 

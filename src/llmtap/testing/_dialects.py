@@ -8,6 +8,7 @@ writes), which the writer in `_writer` sends. The per-server shapes live in `_ss
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -76,20 +77,21 @@ def _content(shape: Shape, reply: Reply) -> Content:
             reasoning = list(reply.reasoning_chunks)
         else:
             reasoning = split_words(reply.reasoning)
-    calls = [
-        Call(
-            index=index,
-            id=spec.id if spec.id is not None else shape.new_tool_call_id(),
-            name=spec.name,
-            arguments=(
-                spec.arguments
-                if isinstance(spec.arguments, str)
-                else orjson.dumps(spec.arguments).decode()
-            ),
-            raw=spec.arguments,
+    calls = []
+    for index, spec in enumerate(reply.tool_calls):
+        raw: dict[str, Any] | str = spec.arguments
+        if spec.chunks is not None:
+            raw = "".join(spec.chunks)
+        calls.append(
+            Call(
+                index=index,
+                id=spec.id if spec.id is not None else shape.new_tool_call_id(),
+                name=spec.name,
+                arguments=raw if isinstance(raw, str) else orjson.dumps(raw).decode(),
+                raw=raw,
+                chunks=tuple(spec.chunks) if spec.chunks is not None else None,
+            )
         )
-        for index, spec in enumerate(reply.tool_calls)
-    ]
     finish = reply.finish_reason
     if finish == "auto":
         finish = shape.auto_finish(bool(calls))
@@ -121,6 +123,7 @@ def build_chat_plan(flavor: Flavor, reply: Reply, facts: ChatFacts) -> BodyPlan:
             reply.error_message,
             code=reply.error_code,
             error_type=reply.error_type,
+            fields=reply.error_fields,
         )
         return BodyPlan(
             reply.status, shape.json_content_type, headers, chunks=(shape.dumps(envelope),)

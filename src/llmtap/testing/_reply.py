@@ -66,11 +66,16 @@ class ToolCallSpec:
         id: The tool-call id. ``None`` lets the server make one in its dialect's style:
             Ollama ``call_`` + 8 of ``[a-z0-9]``, llama.cpp 32 alphanumerics, vLLM
             ``chatcmpl-tool-<hex>``, OpenAI ``call_`` + 24 alphanumerics.
+        chunks: Explicit pieces of the argument string, one per chunk, for the servers that
+            stream arguments in fragments (llama.cpp, vLLM, OpenAI); when given, they are the
+            arguments (joined), ``arguments`` is ignored, and ``Reply.tool_fragments`` does
+            not apply to this call.
     """
 
     name: str
     arguments: dict[str, Any] | str = field(default_factory=dict)
     id: str | None = None
+    chunks: list[str] | None = None
 
 
 @dataclass(kw_only=True)
@@ -121,6 +126,9 @@ class Reply:
         error_code: The string ``code`` of OpenAI-shaped error envelopes
             (``"insufficient_quota"``); vLLM and llama.cpp always report the status there.
         error_type: Overrides the ``type`` of the error envelope.
+        error_fields: Further fields of the error object, after the dialect's own (such as
+            llama.cpp's ``n_prompt_tokens`` and ``n_ctx`` beside an
+            ``exceed_context_size_error``). Not for native Ollama, whose error is a string.
         raw_body: Send exactly these bytes as the body, with ``status`` and
             ``content_type``, instead of anything the dialect would send.
         content_type: The content type for ``raw_body`` (default ``text/html``).
@@ -174,6 +182,7 @@ class Reply:
     error_message: str | None = None
     error_code: str | None = None
     error_type: str | None = None
+    error_fields: dict[str, Any] = field(default_factory=dict)
     raw_body: bytes | None = None
     content_type: str | None = None
     json_instead_of_stream: bool = False

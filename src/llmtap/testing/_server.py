@@ -23,7 +23,7 @@ from aiohttp import web
 from llmtap.testing import _catalog as catalog
 from llmtap.testing._dialects import build_chat_plan
 from llmtap.testing._reply import RecordedRequest, Reply
-from llmtap.testing._wire import ChatFacts, Flavor, encode, error_envelope
+from llmtap.testing._wire import ChatFacts, Flavor, encode, error_envelope, llamacpp_http_error
 from llmtap.testing._writer import abort_connection, send_plan
 
 __all__ = ["Dialect", "TestServer", "echo_reply"]
@@ -39,7 +39,11 @@ _DEFAULT_MODELS: dict[str, str] = {
     "vllm": "facebook/opt-125m",
     "openai": "gpt-4o-mini",
 }
-_DEFAULT_VERSIONS: dict[str, str] = {"ollama": "0.33.0", "vllm": "0.12.0"}
+_DEFAULT_VERSIONS: dict[str, str] = {
+    "ollama": "0.33.0",
+    "vllm": "0.12.0",
+    "llamacpp": catalog.LLAMACPP_BUILD,
+}
 _CHAT_PATHS: dict[str, frozenset[str]] = {
     "ollama": frozenset({"/v1/chat/completions", "/api/chat"}),
     "llamacpp": frozenset({"/v1/chat/completions", "/chat/completions"}),
@@ -52,7 +56,7 @@ _OPEN_PATHS: dict[str, frozenset[str]] = {
     "llamacpp": frozenset({"/health", "/v1/health", "/models", "/v1/models"}),
     "openai": frozenset(),
 }
-_LOADING_BODY = {"error": {"message": "Loading model", "type": "unavailable_error", "code": 503}}
+_LOADING_BODY = llamacpp_http_error(503, "Loading model", "unavailable_error")
 _MAX_BODY = 64 * 1024 * 1024
 
 
@@ -139,7 +143,9 @@ class TestServer:
             routes the real server leaves open (llama.cpp ``/health`` and the model lists,
             vLLM everything outside ``/v1``, Ollama ``/`` and ``/api/version``).
         loading: llama.cpp only: answer every route with 503 ``Loading model``.
-        version: What Ollama's ``/api/version`` and vLLM's ``/version`` report.
+        version: What Ollama's ``/api/version`` and vLLM's ``/version`` report, and
+            llama.cpp's build (``build_info`` in ``/props``, and every answer's
+            ``system_fingerprint``; default ``b6500-1a2b3c4d``).
         loaded_models: The models Ollama's ``/api/ps`` lists (default: none).
         pull_registry: Ollama only: the models ``POST /api/pull`` can download (names as
             given to pull; ``qwen3`` means ``qwen3:latest``). ``None`` (the default): any name.
@@ -487,7 +493,8 @@ class TestServer:
                 ("GET", "/models"): static(self._list_models),
                 ("GET", "/props"): static(
                     lambda: self._json(
-                        200, catalog.llamacpp_props(self.models, self.context_length)
+                        200,
+                        catalog.llamacpp_props(self.models, self.context_length, self.version),
                     )
                 ),
                 ("POST", "/chat/completions"): chat("llamacpp"),
@@ -538,7 +545,8 @@ class TestServer:
         if self.dialect == "vllm":
             return self._json(401, {"error": "Unauthorized"})
         if self.dialect == "llamacpp":
-            return self._error("llamacpp", 401, "Invalid API Key")
+            refusal = llamacpp_http_error(401, "Invalid API Key", "authentication_error")
+            return self._json(401, refusal)
         if self.dialect == "openai":
             message = (
                 "Incorrect API key provided. You can find your API key at "
@@ -551,7 +559,7 @@ class TestServer:
         if self.dialect == "ollama":
             return web.Response(status=404, text="404 page not found")
         if self.dialect == "llamacpp":
-            return self._error("llamacpp", 404, "File Not Found")
+            return self._json(404, llamacpp_http_error(404, "File Not Found", "not_found_error"))
         if self.dialect == "vllm":
             if any(path == record.path for _, path in self._routes):
                 return self._json(405, {"detail": "Method Not Allowed"})
@@ -639,6 +647,7 @@ class TestServer:
             stream=stream,
             include_usage=stream and options.get("include_usage") is True,
             include_obfuscation=options.get("include_obfuscation") is not False,
+            build=self.version if self.dialect == "llamacpp" else "",
         )
         return await send_plan(request, build_chat_plan(flavor, reply, facts), reply)
 

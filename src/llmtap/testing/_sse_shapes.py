@@ -25,7 +25,6 @@ from llmtap.testing._wire import (
     Shape,
     llamacpp_error_type,
     random_id,
-    split_even,
     vllm_error_type,
 )
 
@@ -99,7 +98,7 @@ class OpenAIShape(Shape):
         }
         rest = [
             {"index": call.index, "function": {"arguments": piece}}
-            for piece in split_even(call.arguments, fragments)
+            for piece in call.pieces(fragments)
         ]
         return [{"tool_calls": [fragment]} for fragment in (first, *rest)]
 
@@ -289,7 +288,10 @@ class OllamaShape(OpenAIShape):
 
 
 class LlamaCppShape(OpenAIShape):
-    """llama-server (``server-task.cpp``); keys come out sorted, like nlohmann::json."""
+    """llama-server (``server-task.cpp``, ``server-chat.cpp``, ``chat.cpp``), as build 11434
+    writes it. Its ``nlohmann::ordered_json`` keeps keys in the order the server inserts them:
+    each dict here is built in that order (a chunk's ``choices`` first, a whole answer's
+    ``id`` after its ``usage``)."""
 
     flavor: ClassVar[Flavor] = "llamacpp"
     has_reasoning: ClassVar[bool] = True
@@ -300,7 +302,7 @@ class LlamaCppShape(OpenAIShape):
 
     def __init__(self, facts: ChatFacts) -> None:
         super().__init__(facts)
-        self.fingerprint = "b6500-1a2b3c4d"
+        self.fingerprint = facts.build
 
     def new_completion_id(self) -> str:
         return "chatcmpl-" + random_id(ALNUM, 32)
@@ -323,6 +325,23 @@ class LlamaCppShape(OpenAIShape):
 
     def role_delta(self) -> JSON:
         return {"role": "assistant", "content": None}
+
+    def tool_call_deltas(self, call: Call, fragments: int) -> list[JSON]:
+        # The call appears with the first piece of its arguments (each delta is a diff of the
+        # parsed message), and a delta leaves out a field that is empty instead of sending "".
+        first_piece, *rest = call.pieces(fragments) or [""]
+        deltas: list[JSON] = []
+        for number, piece in enumerate([first_piece, *rest]):
+            function: JSON = {"name": call.name} if number == 0 else {}
+            if piece:
+                function["arguments"] = piece
+            delta: JSON = {"index": call.index}
+            if number == 0:
+                delta |= {"id": call.id, "type": "function"}
+            if function:
+                delta["function"] = function
+            deltas.append({"tool_calls": [delta]})
+        return deltas
 
     def timings(self, content: Content) -> JSON:
         prompt, predicted = content.usage or (10, len(content.text_pieces))
@@ -359,11 +378,16 @@ class LlamaCppShape(OpenAIShape):
         obj["timings"] = self.timings(content)
         return obj
 
-    def message(self, content: Content) -> JSON:
-        message: JSON = {
-            "role": "assistant",
-            "content": content.text if content.text or not content.calls else None,
+    def whole_tool_call(self, call: Call) -> JSON:
+        return {
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+            "id": call.id,
         }
+
+    def message(self, content: Content) -> JSON:
+        # Content is "" (never null) when there is none, tool calls or not.
+        message: JSON = {"role": "assistant", "content": content.text}
         if content.reasoning:
             message["reasoning_content"] = content.reasoning
         if content.calls:
@@ -379,11 +403,11 @@ class LlamaCppShape(OpenAIShape):
             "model": self.facts.model,
             "system_fingerprint": self.fingerprint,
             "object": "chat.completion",
-            "id": self.id,
-            "timings": self.timings(content),
         }
         if content.usage is not None:
             obj["usage"] = self.usage_object(*content.usage)
+        obj["id"] = self.id
+        obj["timings"] = self.timings(content)
         return obj
 
     def stream_error_object(self, message: str, code: int | None) -> JSON:

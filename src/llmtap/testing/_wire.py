@@ -34,6 +34,7 @@ __all__ = [
     "encode",
     "error_envelope",
     "llamacpp_error_type",
+    "llamacpp_http_error",
     "random_id",
     "rfc3339_now",
     "split_even",
@@ -91,11 +92,10 @@ def rfc3339_now(offset_seconds: float = 0.0) -> str:
 def encode(flavor: Flavor, obj: Any) -> bytes:
     """Serialize ``obj`` as compact JSON the way the flavor's server does.
 
-    Ollama is written in Go, whose encoder escapes ``<``, ``>``, ``&``, U+2028 and U+2029;
-    llama.cpp's JSON library keeps object keys sorted.
+    Ollama is written in Go, whose encoder escapes ``<``, ``>``, ``&``, U+2028 and U+2029.
+    llama.cpp's ``nlohmann::ordered_json`` keeps keys in the order the server inserts them, as
+    orjson does: its shapes build their dicts in that order.
     """
-    if flavor == "llamacpp":
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
     data = orjson.dumps(obj)
     if flavor in ("ollama", "ollama_native"):
         # These characters can only occur inside JSON strings, so a byte replace is safe.
@@ -158,6 +158,7 @@ def error_envelope(
     *,
     code: str | None = None,
     error_type: str | None = None,
+    fields: dict[str, Any] | None = None,
 ) -> JSON:
     """Return the JSON error body the flavor's server sends with an HTTP error status.
 
@@ -168,25 +169,31 @@ def error_envelope(
         code: The string ``code`` (OpenAI-shaped envelopes only; vLLM and llama.cpp put the
             integer status there).
         error_type: Overrides the ``type`` the server would pick for this status.
+        fields: Further fields of the error object, after the server's own.
     """
     text = message if message is not None else _phrase(status)
+    error: JSON
     if flavor == "ollama_native":
         return {"error": text}
-    if flavor == "llamacpp":
-        return {
-            "error": {
-                "code": status,
-                "message": text,
-                "type": error_type or llamacpp_error_type(status),
-            }
-        }
-    if flavor == "vllm":
+    if flavor == "llamacpp":  # format_error_response (server-common.cpp)
+        kind = error_type or llamacpp_error_type(status)
+        error = {"code": status, "message": text, "type": kind}
+    elif flavor == "vllm":
         kind = error_type or vllm_error_type(status)
-        return {"error": {"message": text, "type": kind, "param": None, "code": status}}
-    kind = error_type or (
-        _ollama_type(status) if flavor == "ollama" else _openai_type(status, code)
-    )
-    return {"error": {"message": text, "type": kind, "param": None, "code": code}}
+        error = {"message": text, "type": kind, "param": None, "code": status}
+    else:
+        kind = error_type or (
+            _ollama_type(status) if flavor == "ollama" else _openai_type(status, code)
+        )
+        error = {"message": text, "type": kind, "param": None, "code": code}
+    error.update(fields or {})
+    return {"error": error}
+
+
+def llamacpp_http_error(status: int, message: str, error_type: str) -> JSON:
+    """The error llama-server's HTTP layer writes itself (``server-http.cpp``: unknown route,
+    bad API key, loading): its fields in another order than its handlers' errors."""
+    return {"error": {"message": message, "type": error_type, "code": status}}
 
 
 @dataclass(frozen=True)
@@ -198,12 +205,14 @@ class ChatFacts:
         stream: Whether the client asked for a stream.
         include_usage: Whether it set ``stream_options.include_usage``.
         include_obfuscation: OpenAI only: whether chunks carry the ``obfuscation`` field.
+        build: llama.cpp only: the build its ``system_fingerprint`` names.
     """
 
     model: str
     stream: bool
     include_usage: bool = False
     include_obfuscation: bool = True
+    build: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,6 +222,13 @@ class Call:
     name: str
     arguments: str  # the JSON text (verbatim when the spec gave a string)
     raw: dict[str, Any] | str
+    chunks: tuple[str, ...] | None = None  # the argument pieces, when the spec gave them
+
+    def pieces(self, fragments: int) -> list[str]:
+        """The argument text in its pieces: as scripted, else split in ``fragments``."""
+        return (
+            list(self.chunks) if self.chunks is not None else split_even(self.arguments, fragments)
+        )
 
 
 @dataclass(frozen=True)
