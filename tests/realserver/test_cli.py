@@ -34,12 +34,13 @@ async def run_llmtap(
     home: Path, *args: str, env: dict[str, str] | None = None, give_up_after: float = 300.0
 ) -> tuple[int, str, str]:
     """Run ``llmtap ARGS`` with no configuration from the environment or a config file (but
-    ``env``); return its exit code, stdout and stderr. A run still going after
+    ``env``), its home (config, log, cache) in ``home``; return its exit code, stdout and
+    stderr. A run still going after
     ``give_up_after`` seconds is killed and fails the test."""
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("LLMTAP_", "OPENAI_", "OLLAMA_"))
+        if not key.startswith(("LLMTAP_", "OPENAI_", "OLLAMA_", "XDG_"))
     }
     environment.update({"HOME": str(home), "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
     process = await asyncio.create_subprocess_exec(
