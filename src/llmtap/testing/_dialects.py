@@ -80,8 +80,10 @@ def _content(shape: Shape, reply: Reply) -> Content:
     calls = []
     for index, spec in enumerate(reply.tool_calls):
         raw: dict[str, Any] | str = spec.arguments
-        if spec.chunks is not None:
-            raw = "".join(spec.chunks)
+        # An llmtap ToolCall (id, name, arguments) scripts a call as well as a ToolCallSpec.
+        pieces: list[str] | None = getattr(spec, "chunks", None)
+        if pieces is not None:
+            raw = "".join(pieces)
         calls.append(
             Call(
                 index=index,
@@ -89,7 +91,7 @@ def _content(shape: Shape, reply: Reply) -> Content:
                 name=spec.name,
                 arguments=raw if isinstance(raw, str) else orjson.dumps(raw).decode(),
                 raw=raw,
-                chunks=tuple(spec.chunks) if spec.chunks is not None else None,
+                chunks=tuple(pieces) if pieces is not None else None,
             )
         )
     finish = reply.finish_reason
