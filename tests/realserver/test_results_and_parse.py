@@ -59,14 +59,17 @@ def test_readme_stream_example_runs_on_both_servers(
 ) -> None:
     """The README's stream() example, run as written (asyncio.run included) against each
     server: llama-cpp-python sends no usage when streaming, and it prints the tokens
-    (counted) and the speed instead of failing on a missing usage; llama-server sends both."""
+    (counted) and the speed instead of failing on a missing usage; llama-server sends both.
+    A figure nothing measured is left out, as the example says: the example sends no seed,
+    and an answer the model ends at once (no text) has no first token and no speed (CI saw
+    it once on llama-server)."""
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
     example = next(block for block in blocks if "client.stream(" in block)
     monkeypatch.setenv("LLMTAP_ENDPOINT", served.url)  # the example names no endpoint
     exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
     last = capsys.readouterr().out.splitlines()[-1]
     assert re.fullmatch(
-        r"(stop|length): [1-9]\d* tokens, \d+\.\d tokens/s, first token after \d+\.\d\d s",
+        r"(stop|length): \d+ tokens(, \d+\.\d tokens/s)?(, first token after \d+\.\d\d s)?",
         last,
     ), last
 
