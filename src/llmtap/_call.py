@@ -52,6 +52,7 @@ from llmtap._wire.accumulate import Accumulator
 from llmtap._wire.dialects import Dialect, guess_server
 from llmtap._wire.embeddings import EmbeddingsRequest
 from llmtap._wire.request import ChatRequest
+from llmtap._wire.responses import response_to_completion
 
 if TYPE_CHECKING:
     from llmtap._http import Exchange
@@ -182,7 +183,8 @@ class Progress:
     )
 
     def __init__(self, dialect: Dialect = "openai", *, quiet: bool = False) -> None:
-        self.accumulator = Accumulator(dialect)
+        # A Responses answer reaches the accumulator as the chat chunks it amounts to.
+        self.accumulator = Accumulator("ollama" if dialect == "ollama" else "openai")
         self.quiet = quiet
         #: Events produced so far (delivered to the caller, unless quiet).
         self.delivered = 0
@@ -225,6 +227,8 @@ class Progress:
 
     def take_whole(self, body: dict[str, Any]) -> Sequence[StreamEvent]:
         """Feed a whole, non-streamed answer and return its events (none when quiet)."""
+        if self._dialect == "responses" and "output" in body:
+            body = response_to_completion(body)
         events = self.accumulator.feed_completion(body)
         self.server = guess_server(self._dialect, body)
         response_id = body.get("id")
@@ -576,6 +580,7 @@ class Call:
         return exchange.read_answer(
             sink=self.progress,
             collect_text=collect_text,
+            responses=isinstance(request, ChatRequest) and request.dialect == "responses",
             on_first=self._on_first,
             on_end=self._on_end,
             on_failure=self._on_failure,
@@ -799,12 +804,15 @@ class Call:
 
     def _can_resume(self, upstream: Upstream) -> bool:
         """Resuming was asked for, text was delivered, no tool call began, and the server is
-        one that continues a partial answer (a router checks the next one again)."""
+        one that continues a partial answer (a router checks the next one again), over chat
+        completions."""
         progress = self.progress
         if not self.resume or progress is None:
             return False
         accumulator = progress.accumulator
         if accumulator.tool_calls_started or not accumulator.text:
+            return False
+        if upstream.dialect == "responses":  # no assistant prefill in the Responses API
             return False
         return progress.server_on(upstream) in RESUMABLE_SERVERS
 

@@ -137,9 +137,12 @@ class LLMConfig(BaseSettings):
     api_path: str = Field(
         default="/v1/chat/completions", description="Chat path under the endpoint."
     )
-    api: Literal["openai", "ollama", "auto"] = Field(
+    api: Literal["openai", "ollama", "auto", "responses"] = Field(
         default="openai",
-        description="Wire dialect: OpenAI-compatible, Ollama's native /api/chat, or auto.",
+        description=(
+            "Wire dialect: OpenAI-compatible chat completions, Ollama's native /api/chat, auto "
+            "(Ollama's when the server is Ollama), or OpenAI's Responses API (/v1/responses)."
+        ),
     )
     api_key: SecretStr | None = Field(default=None, description="Sent as `Authorization: Bearer`.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")

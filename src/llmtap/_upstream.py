@@ -18,6 +18,7 @@ from llmtap._results import PreflightReport, ServerKind
 from llmtap._wire.dialects import Dialect, MessageLike
 from llmtap._wire.embeddings import EmbeddingsRequest
 from llmtap._wire.request import ChatRequest, build_request
+from llmtap._wire.responses import responses_url
 
 if TYPE_CHECKING:
     from llmtap._http import Session
@@ -105,6 +106,8 @@ class Upstream:
         api = self.config.api
         if api == "ollama" or (api == "auto" and self.server == "ollama"):
             return "ollama"
+        if api == "responses":
+            return "responses"
         return "openai"
 
     def chat_request(
@@ -137,7 +140,12 @@ class Upstream:
             )
         config = self.config
         dialect = self.dialect
-        url = config.url_for("/api/chat") if dialect == "ollama" else config.chat_url
+        if dialect == "ollama":
+            url = config.url_for("/api/chat")
+        elif dialect == "responses":
+            url = responses_url(config.chat_url)
+        else:
+            url = config.chat_url
         return build_request(
             dialect,
             url,

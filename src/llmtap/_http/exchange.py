@@ -27,7 +27,14 @@ from llmtap._http.status import (
     transport_error,
     transport_errors,
 )
-from llmtap._wire.chunks import ChunkDecoder, NDJSONChunks, Sink, SSEChunks, excerpt
+from llmtap._wire.chunks import (
+    ChunkDecoder,
+    NDJSONChunks,
+    ResponsesChunks,
+    Sink,
+    SSEChunks,
+    excerpt,
+)
 from llmtap._wire.dialects import ErrorInfo, completion_to_chunk, parse_error_body
 
 __all__ = ["MAX_ERROR_BODY", "Exchange", "OnClose", "OnEnd", "OnFailure", "OnFirst"]
@@ -253,6 +260,8 @@ class Exchange:
                 return obj
             if isinstance(obj.get("message"), dict) and "done" in obj:
                 return obj  # Ollama native
+            if obj.get("object") == "response" and isinstance(obj.get("output"), list):
+                return obj  # the Responses API
         expected = "a chat completion" if chat else "a JSON object"
         raise self._not_an_answer(
             f"The endpoint answered with JSON that is not {expected}: "
@@ -277,6 +286,7 @@ class Exchange:
         *,
         sink: Sink | None = None,
         collect_text: bool = False,
+        responses: bool = False,
         on_first: OnFirst | None = None,
         on_end: OnEnd | None = None,
         on_failure: OnFailure | None = None,
@@ -284,14 +294,19 @@ class Exchange:
     ) -> AsyncGenerator[Any, None]:
         """The chat answer in the body, as chunk dicts (or what ``sink`` makes of them): an
         SSE or NDJSON stream, or a whole JSON answer (from a server that ignored ``stream:
-        true``, or asked for without streaming) as one chunk. See :meth:`read`."""
+        true``, or asked for without streaming) as one chunk; ``responses``: a Responses API
+        answer (typed events). See :meth:`read`."""
         content_type = self._content_type()
         config = self.config
         if content_type in _JSON_TYPES:
             return self._whole(sink, on_first, on_end, on_failure, on_close, chat=True)
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type, on_failure, on_close)
-        kind = NDJSONChunks if content_type == "application/x-ndjson" else SSEChunks
+        kind: type[ChunkDecoder]
+        if content_type == "application/x-ndjson":
+            kind = NDJSONChunks
+        else:
+            kind = ResponsesChunks if responses else SSEChunks
         decoder = kind(
             config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
         )

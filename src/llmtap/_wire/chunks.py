@@ -21,6 +21,7 @@ from llmtap._results import PullProgress
 from llmtap._wire.dialects import ErrorInfo, parse_error_object
 from llmtap._wire.listings import int_or_none, text_or_none
 from llmtap._wire.ndjson import NDJSONDecoder
+from llmtap._wire.responses import TERMINAL, ResponsesEvents
 from llmtap._wire.sse import SSEDecoder, SSEEvent
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "ChunkDecoder",
     "NDJSONChunks",
     "PullLines",
+    "ResponsesChunks",
     "SSEChunks",
     "Sink",
     "chunk_text",
@@ -265,6 +267,94 @@ class SSEChunks(ChunkDecoder):
             event.data if event.event != "error" else parse_error_object(_loads_or_text(event.data))
             for event in events
         ]
+
+
+class ResponsesChunks(ChunkDecoder):
+    """A Responses API stream (``/v1/responses``): typed events, each ``event: <type>`` then
+    ``data: {...}`` (the type is read from the data, which every server puts there).
+
+    Complete when ``response.completed`` or ``response.incomplete`` arrives; a body that ends
+    before either is a cut (Ollama and vLLM end a failed stream that way). Failures: an
+    ``error`` event, ``response.failed`` (its ``response.error``), and a bare ``data:
+    {"error": ...}`` line (llama-server's error after the 200). With a sink, each event goes
+    to it as the chat completions chunk it amounts to (:class:`ResponsesEvents`); without
+    one, the events are returned as the server sent them.
+
+    Args:
+        max_line_bytes: Longest SSE line accepted.
+        method, url, sink, collect_text: As for :class:`ChunkDecoder`.
+    """
+
+    __slots__ = ("_sse", "events")
+
+    def __init__(
+        self,
+        max_line_bytes: int,
+        method: str,
+        url: str,
+        *,
+        sink: Sink | None = None,
+        collect_text: bool = False,
+    ) -> None:
+        super().__init__(method, url, sink=sink, collect_text=collect_text)
+        self._sse = SSEDecoder(max_line_bytes)
+        #: What the events have told so far.
+        self.events = ResponsesEvents()
+
+    def feed(self, data: bytes) -> list[Any]:
+        if self.failure is not None or self.done:
+            return []
+        try:
+            events = self._sse.feed(data) if data else self._sse.close()
+        except LLMStreamError as error:  # a line over max_line_bytes
+            self.failure = error
+            return []
+        out: list[Any] = []
+        sink, parts, told = self.sink, self.parts, self.events
+        for sse in events:
+            raw = sse.data
+            if raw.startswith(b"[DONE]"):
+                if not self.done:
+                    self.failure = self._cut_short("[DONE] came before response.completed")
+                return out
+            try:
+                event = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                self.failure = self._not_json(raw)
+                return out
+            if type(event) is not dict:
+                self.failure = self._bad_chunk(raw, event)
+                return out
+            kind = event.get("type")
+            if kind == "error" or sse.event == "error" or ("error" in event and kind is None):
+                self.failure = parse_error_object(event)
+                return out
+            if kind == "response.failed":
+                response = event.get("response")
+                reported = response.get("error") if isinstance(response, dict) else None
+                self.failure = parse_error_object(
+                    reported if reported else "the server reported the response failed"
+                )
+                return out
+            self.chunks += 1
+            self.last = event
+            if parts is not None and kind == "response.output_text.delta":
+                delta = event.get("delta")
+                if type(delta) is str:
+                    parts.append(delta)
+            chunk = told.take(event)
+            if kind in TERMINAL:
+                self.done = True
+                self.finish_reason = told.finish_reason
+            if sink is None:
+                out.append(event)
+            elif chunk is not None:
+                out.extend(sink.take(chunk))
+            if self.done:
+                return out
+        if not data:
+            self.failure = self._cut_short("no response.completed")
+        return out
 
 
 class NDJSONChunks(ChunkDecoder):

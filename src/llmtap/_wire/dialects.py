@@ -1,7 +1,8 @@
 """What differs between servers on the wire: request payloads and error bodies. No I/O here.
 
-Two request dialects exist: ``openai`` (``/v1/chat/completions``: OpenAI, vLLM, llama.cpp,
-LM Studio, and Ollama's ``/v1`` layer) and ``ollama`` (Ollama's native ``/api/chat``).
+Three request dialects exist: ``openai`` (``/v1/chat/completions``: OpenAI, vLLM, llama.cpp,
+LM Studio, and Ollama's ``/v1`` layer), ``ollama`` (Ollama's native ``/api/chat``) and
+``responses`` (OpenAI's Responses API, ``/v1/responses``: see ``llmtap._wire.responses``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ __all__ = [
     "parse_error_object",
 ]
 
-Dialect = Literal["openai", "ollama"]
+Dialect = Literal["openai", "ollama", "responses"]
 
 MessageLike = Message | Mapping[str, Any]
 
@@ -59,6 +60,18 @@ def build_payload(
     ``params`` pass through: top level for ``openai``; for ``ollama`` the native top-level keys
     stay there and the rest (``num_ctx``, ``seed``, ``stop``, ...) go into ``options``.
     """
+    if dialect == "responses":
+        from llmtap._wire.responses import build_responses_payload
+
+        return build_responses_payload(
+            model=model,
+            messages=messages,
+            tools=tools,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stream=stream,
+            params=params,
+        )
     payload: dict[str, Any] = {
         "model": model,
         "messages": [_message_dict(message, dialect) for message in messages],
