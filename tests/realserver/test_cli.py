@@ -364,3 +364,26 @@ async def test_pull_gives_up_on_a_frozen_server(
         "within preflight_timeout (1 s; LLMTAP_PREFLIGHT_TIMEOUT); the server may be "
         "hung or overloaded, or the address may be wrong\n",
     )
+
+
+async def test_chat_over_the_responses_api_prints_the_same_answer(
+    llamacpp_server: LlamaCppServer, tmp_path: Path
+) -> None:
+    """``llmtap chat --api responses`` against llama-server (which serves /v1/responses)
+    prints the answer chat completions give for the same greedy request; `--json` says
+    the tokens it was cut at, and the log keeps the request as sent (its ``input``)."""
+    common = ("-e", llamacpp_server.url, "--temperature", "0", "--max-tokens", "12")
+    code, out, _ = await run_llmtap(tmp_path, "chat", PROMPT, *common)
+    code_r, out_r, _ = await run_llmtap(tmp_path, "chat", PROMPT, "--api", "responses", *common)
+    assert (code_r, out_r) == (code, out) == (0, out)
+    assert out.strip()
+    code_j, printed, _ = await run_llmtap(
+        tmp_path, "chat", PROMPT, "--api", "responses", "--json", *common
+    )
+    result = ChatResult.model_validate_json(printed)
+    assert (code_j, result.text + "\n", result.usage.completion_tokens) == (0, out, 12)
+    code_l, logged, _ = await run_llmtap(tmp_path, "logs", "--json", "-n", "1")
+    request = json.loads(logged)[0]["request"]
+    assert (code_l, request["input"][0]["content"], request["max_output_tokens"]) == (
+        0, PROMPT, 12,
+    )  # fmt: skip

@@ -8,6 +8,9 @@ The model is random but seeded, and every request passes a ``seed``, so each ans
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -150,3 +153,26 @@ async def test_openai_python_reads_the_same_answer(
     for result in (whole, streamed):
         found = (result.usage.prompt_tokens, result.usage.completion_tokens)
         assert (*found, result.usage.total_tokens) == expected
+
+
+async def test_a_conversation_over_responses_is_logged_as_one(
+    llamacpp_server: LlamaCppServer, tmp_path: Path
+) -> None:
+    """With the log on, calls over the Responses API are rows like any (their prompt from
+    the input items, the request as sent), and a call that continues an answer (that
+    answer as an assistant item, then a new question) joins its conversation."""
+    log = tmp_path / "log.db"
+    async with realserver_client(llamacpp_server, api="responses", log_db=log) as client:
+        first = await client.chat(QUESTION, seed=1, max_tokens=LONG)
+        follow = [*QUESTION, first.message, Message.user("And then?")]
+        await client.chat(follow, seed=2, max_tokens=LONG)
+    with sqlite3.connect(log) as connection:
+        rows = connection.execute(
+            "SELECT conversation_id, prompt, text, request FROM calls ORDER BY id"
+        ).fetchall()
+    assert [(prompt, text) for _, prompt, text, _ in rows] == [
+        (QUESTION[0].content, first.text),
+        ("And then?", rows[1][2]),
+    ]
+    assert rows[0][0] == rows[1][0]
+    assert "input" in json.loads(rows[1][3])

@@ -166,7 +166,10 @@ def _canonical(message: Mapping[str, Any]) -> list[Any]:
             with contextlib.suppress(orjson.JSONDecodeError):
                 arguments = orjson.loads(arguments)
         calls.append([function.get("name"), arguments])
-    return [message.get("role"), message.get("content") or "", calls, message.get("tool_call_id")]
+    content = message.get("content") or ""
+    if message.get("role") == "assistant" and isinstance(content, list):  # Responses parts
+        content = "".join(part.get("text", "") for part in content if isinstance(part, Mapping))
+    return [message.get("role"), content, calls, message.get("tool_call_id")]
 
 
 def _thread_hash(messages: Sequence[Mapping[str, Any]]) -> str:
@@ -232,17 +235,62 @@ def _answered(
 
 
 def _request_of(body: bytes | None) -> tuple[dict[str, Any], list[Any]] | None:
-    """A chat request's body decoded, and its messages (``None``: not a chat request)."""
+    """A chat request's body decoded, and its messages (``None``: not a chat request). A
+    Responses API request's messages are its instructions and input items seen as chat
+    messages (:func:`_chat_view`)."""
     if body is None:
         return None
     try:
         request = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    messages = request.get("messages") if isinstance(request, dict) else None
+    if not isinstance(request, dict):
+        return None
+    messages = request.get("messages")
     if not isinstance(messages, list):
-        return None  # embeddings
+        messages = _chat_view(request)
+        if messages is None:
+            return None  # embeddings
     return request, messages
+
+
+def _chat_view(request: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """A Responses API request (``instructions`` and ``input``) as the chat messages it
+    amounts to: the instructions a system message, message items as messages, function calls
+    as an assistant message's tool calls, their outputs as tool messages. ``None``: not a
+    Responses request."""
+    given = request.get("input")
+    if isinstance(given, str) and "stream" in request:  # (an embeddings request has none)
+        given = [{"type": "message", "role": "user", "content": given}]
+    if not isinstance(given, list) or not all(isinstance(item, Mapping) for item in given):
+        return None  # an embeddings request's input is a text or a list of texts
+    messages: list[dict[str, Any]] = []
+    instructions = request.get("instructions")
+    if isinstance(instructions, str) and instructions:
+        messages.append({"role": "system", "content": instructions})
+    for item in given:
+        kind = item.get("type", "message")
+        if kind == "message":
+            messages.append({"role": item.get("role"), "content": item.get("content")})
+        elif kind == "function_call":
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last.get("role") == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            elif last is not None and last.get("role") == "assistant":
+                last["tool_calls"] = [call]
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            messages.append(
+                {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
+            )
+    return messages
 
 
 def row_of(record: HookRecord, *, at: float) -> tuple[Any, ...] | None:
@@ -444,7 +492,10 @@ def continuation(
     if row is None:
         return None
     request, answer, model = row
-    messages: list[Any] = orjson.loads(request)["messages"]
-    sent_model = orjson.loads(request).get("model")
+    decoded = _request_of(request.encode())
+    if decoded is None:
+        return None
+    sent, messages = decoded
+    sent_model = sent.get("model")
     messages.append(Message.model_validate_json(answer))
     return messages, sent_model if isinstance(sent_model, str) else model

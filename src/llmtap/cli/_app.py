@@ -211,6 +211,18 @@ def chat(
             rich_help_panel="Log and cache",
         ),
     ] = None,
+    api: Annotated[
+        str | None,
+        typer.Option(
+            "--api",
+            metavar="DIALECT",
+            help="How to talk to the server: openai (chat completions, the default), ollama "
+            "(Ollama's native /api/chat), auto (ollama's when the server is Ollama) or "
+            "responses (OpenAI's Responses API, /v1/responses). Default: LLMTAP_API or the "
+            "config file's api.",
+            show_default=False,
+        ),
+    ] = None,
     cache: Annotated[
         bool | None,
         typer.Option(
@@ -259,6 +271,7 @@ def chat(
             max_tokens=max_tokens,
             idle_timeout=idle_timeout,
             first_token_timeout=first_token_timeout,
+            api=api,
         )
         if cache is not None:
             switched = (settings.cache or True) if cache else False

@@ -205,6 +205,7 @@ _OPTION_NAMES = {
     "first_token_timeout": "--first-token-timeout",
     "temperature": "--temperature",
     "max_tokens": "--max-tokens",
+    "api": "--api",
 }
 #: API routes a pasted endpoint URL may end with, longest first.
 _API_ROUTES = (
