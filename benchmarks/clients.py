@@ -284,6 +284,15 @@ class LLMTapStream(LLMTapStreamChat):
         return Outcome(count, chars, first_at)
 
 
+class LLMTapResponses(LLMTapStream):
+    """llmtap's typed events over OpenAI's Responses API (``api="responses"``)."""
+
+    name = "llmtap.stream[responses]"
+    label = "llmtap stream() over the Responses API"
+    api = "responses"
+    scenarios = _OVERHEAD_SCENARIOS
+
+
 class LLMTapChat(LLMTapStreamChat):
     """llmtap's accumulated answer."""
 
@@ -484,6 +493,7 @@ CLIENTS: dict[str, type[Adapter]] = {
         LLMTapStream,
         LLMTapChat,
         LLMTapNative,
+        LLMTapResponses,
         LLMTapHooked,
         LLMTapOTel,
         LLMTapOTelSDK,

@@ -306,6 +306,23 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         )
     else:
         out.append(_target("llmtap.batch.run peak RSS: 1,000,000 lines ≤ 1.1× 10,000", None, 1.1))
+    over_responses = {
+        scenario: _ratio(
+            _paired_ratio(results, scenario, "llmtap.stream[responses]"),
+            _paired_ratio(results, scenario, "llmtap.stream"),
+        )
+        for scenario in _PER_CHUNK
+    }
+    known = [ratio for ratio in over_responses.values() if ratio is not None]
+    out.append(
+        _target(
+            "llmtap.stream() over the Responses API: CPU/chunk ≤ 1.3× over chat completions "
+            "(geometric mean of " + ", ".join(_PER_CHUNK) + ")",
+            math.prod(known) ** (1 / len(known)) if len(known) == len(over_responses) else None,
+            1.3,
+            ", ".join(f"{name} {_num(ratio)}" for name, ratio in over_responses.items()),
+        )
+    )
     store = "llmtap"
     stall = results["scenarios"].get("log_stall", {}).get("clients", {}).get(store, {})
     out.append(

@@ -72,6 +72,87 @@ def _openai_chunk(delta: dict[str, Any], finish_reason: str | None = None) -> di
     }
 
 
+def _event(obj: dict[str, Any]) -> bytes:
+    """One Responses API event, framed as the servers frame it (``event:`` then ``data:``)."""
+    framed = b"event: " + obj["type"].encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+    return _http_chunk(framed)
+
+
+def _responses_answer(chunks: int) -> Answer:
+    """A Responses API stream as OpenAI sends it: the response created, a message item with
+    one text part, a text delta per chunk, the part and item done, the response completed
+    with its usage."""
+    response = {"id": "resp_bench", "object": "response", "model": MODEL, "status": "in_progress"}
+    item = {
+        "id": "msg_bench",
+        "type": "message",
+        "role": "assistant",
+        "status": "in_progress",
+        "content": [],
+    }
+    part = {"type": "output_text", "text": "", "annotations": []}
+    where = {"item_id": "msg_bench", "output_index": 0, "content_index": 0}
+    head = _head("200 OK", "text/event-stream; charset=utf-8")
+    head += _event({"type": "response.created", "sequence_number": 0, "response": response})
+    head += _event({"type": "response.in_progress", "sequence_number": 1, "response": response})
+    head += _event(
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 2,
+            "output_index": 0,
+            "item": item,
+        }
+    )
+    head += _event(
+        {"type": "response.content_part.added", "sequence_number": 3, **where, "part": part}
+    )
+    events = tuple(
+        _event(
+            {
+                "type": "response.output_text.delta",
+                "sequence_number": 4 + number,
+                **where,
+                "delta": word,
+                "logprobs": [],
+            }
+        )
+        for number, word in enumerate(WORDS)
+    )
+    text = "".join(WORDS[number % len(WORDS)] for number in range(chunks))
+    done = {**part, "text": text}
+    whole = {**item, "status": "completed", "content": [done]}
+    tail = _event(
+        {
+            "type": "response.output_text.done",
+            "sequence_number": 4 + chunks,
+            **where,
+            "text": text,
+            "logprobs": [],
+        }
+    )
+    tail += _event(
+        {"type": "response.content_part.done", "sequence_number": 5 + chunks, **where, "part": done}
+    )
+    tail += _event(
+        {
+            "type": "response.output_item.done",
+            "sequence_number": 6 + chunks,
+            "output_index": 0,
+            "item": whole,
+        }
+    )
+    completed = {
+        **response,
+        "status": "completed",
+        "output": [whole],
+        "usage": {"input_tokens": 9, "output_tokens": chunks, "total_tokens": 9 + chunks},
+    }
+    tail += _event(
+        {"type": "response.completed", "sequence_number": 7 + chunks, "response": completed}
+    )
+    return Answer(head, events, tail + _LAST_CHUNK)
+
+
 def _ndjson(obj: Any) -> bytes:
     return _http_chunk(orjson.dumps(obj) + b"\n")
 
@@ -113,6 +194,8 @@ class Answer:
 
 @lru_cache(maxsize=64)
 def _answer(route: str, chunks: int, usage: bool) -> Answer:
+    if route == "responses":
+        return _responses_answer(chunks)
     if route == "ollama":
         head = _head("200 OK", "application/x-ndjson")
         events = tuple(_ndjson(_ollama_line(word)) for word in WORDS)
@@ -225,7 +308,11 @@ class BenchServer:
         if method == "GET" and path == "/stats":
             conn.send_whole(_plain("200 OK", orjson.dumps(self.stats())))
             return
-        route = {"/v1/chat/completions": "openai", "/api/chat": "ollama"}.get(path)
+        route = {
+            "/v1/chat/completions": "openai",
+            "/api/chat": "ollama",
+            "/v1/responses": "responses",
+        }.get(path)
         if method != "POST" or route is None:
             error = {"error": {"message": f"no route {method} {path}", "type": "not_found"}}
             conn.send_whole(_plain("404 Not Found", orjson.dumps(error)))
