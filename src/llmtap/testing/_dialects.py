@@ -1,19 +1,27 @@
-"""Turn a scripted `Reply` into the body a given server would send (`build_chat_plan`).
+"""Turn a scripted `Reply` into the body a given server would send (`build_chat_plan`,
+`build_responses_plan`).
 
 Pure code, no I/O: the result is a `BodyPlan` (the body pieces plus the bytes each fault
 writes), which the writer in `_writer` sends. The per-server shapes live in `_sse_shapes` and
-`_ndjson_shape`; the shared pieces in `_wire`.
+`_ndjson_shape` (chat) and `_responses_shapes` (the Responses API); the shared pieces in
+`_wire`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from llmtap.testing._ndjson_shape import OllamaNativeShape
 from llmtap.testing._reply import Reply
+from llmtap.testing._responses_shapes import (
+    LlamaCppResponsesShape,
+    OllamaResponsesShape,
+    OpenAIResponsesShape,
+    VllmResponsesShape,
+)
 from llmtap.testing._sse_shapes import LlamaCppShape, OllamaShape, OpenAIShape, VllmShape
 from llmtap.testing._wire import (
     Call,
@@ -25,7 +33,10 @@ from llmtap.testing._wire import (
     split_words,
 )
 
-__all__ = ["BodyPlan", "build_chat_plan"]
+__all__ = ["BodyPlan", "ResponsesFlavor", "build_chat_plan", "build_responses_plan"]
+
+#: The servers whose Responses API the test server imitates.
+ResponsesFlavor = Literal["openai", "ollama", "llamacpp", "vllm"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,8 @@ class BodyPlan:
         terminator: What ends a good stream (``data: [DONE]``), or ``b""``.
         ping: One keep-alive comment, or ``b""`` where the format has none.
         error_tail: What ``error_after`` writes (the error event and whatever follows it).
+        error_resets: Whether the connection is dropped after ``error_tail`` rather than
+            the body ended cleanly.
         malformed: What ``malformed_after`` writes.
         invalid_utf8: What ``invalid_utf8_after`` writes.
         oversized: What ``oversized_line`` writes.
@@ -55,6 +68,7 @@ class BodyPlan:
     terminator: bytes = b""
     ping: bytes = b""
     error_tail: bytes = b""
+    error_resets: bool = False
     malformed: bytes = b""
     invalid_utf8: bytes = b""
     oversized: bytes = b""
@@ -66,6 +80,12 @@ _SHAPES: dict[Flavor, type[Shape]] = {
     "ollama_native": OllamaNativeShape,
     "llamacpp": LlamaCppShape,
     "vllm": VllmShape,
+}
+_RESPONSES_SHAPES: dict[ResponsesFlavor, type[Shape]] = {
+    "openai": OpenAIResponsesShape,
+    "ollama": OllamaResponsesShape,
+    "llamacpp": LlamaCppResponsesShape,
+    "vllm": VllmResponsesShape,
 }
 
 
@@ -102,7 +122,7 @@ def _content(shape: Shape, reply: Reply) -> Content:
 
 
 def build_chat_plan(flavor: Flavor, reply: Reply, facts: ChatFacts) -> BodyPlan:
-    """Turn a scripted reply into the body the flavor's server would send.
+    """Turn a scripted reply into the chat completion the flavor's server would send.
 
     Args:
         flavor: Which server to imitate.
@@ -113,14 +133,33 @@ def build_chat_plan(flavor: Flavor, reply: Reply, facts: ChatFacts) -> BodyPlan:
         The plan the writer sends: one JSON body, or the chunks of a stream plus the bytes
         each fault writes.
     """
+    return _plan(_SHAPES[flavor](facts), reply, facts)
+
+
+def build_responses_plan(flavor: ResponsesFlavor, reply: Reply, facts: ChatFacts) -> BodyPlan:
+    """Turn a scripted reply into the Responses API answer the flavor's server would send.
+
+    Args:
+        flavor: Which server to imitate.
+        reply: The scripted answer.
+        facts: What the request asked for (``facts.request`` is its body), and the model to
+            report.
+
+    Returns:
+        The plan the writer sends: one JSON response object, or the events of a stream (one
+        chunk each) plus the bytes each fault writes.
+    """
+    return _plan(_RESPONSES_SHAPES[flavor](facts), reply, facts)
+
+
+def _plan(shape: Shape, reply: Reply, facts: ChatFacts) -> BodyPlan:
     headers = dict(reply.headers)
     if reply.raw_body is not None:
         content_type = reply.content_type or "text/html; charset=utf-8"
         return BodyPlan(reply.status, content_type, headers, chunks=(reply.raw_body,))
-    shape = _SHAPES[flavor](facts)
     if reply.status != 200:
         envelope = error_envelope(
-            flavor,
+            shape.flavor,
             reply.status,
             reply.error_message,
             code=reply.error_code,
@@ -134,18 +173,28 @@ def build_chat_plan(flavor: Flavor, reply: Reply, facts: ChatFacts) -> BodyPlan:
     if not facts.stream or reply.json_instead_of_stream:
         body = shape.dumps(shape.completion(content))
         return BodyPlan(200, shape.json_content_type, headers, chunks=(body,))
+    chunks = tuple(shape.stream_frames(content, reply.tool_fragments))
+
+    def position(after: int | None) -> int:
+        """How many chunks go out before a fault set to fire after ``after`` chunks."""
+        return len(chunks) if after is None else min(after, len(chunks))
+
     return BodyPlan(
         200,
         shape.stream_content_type,
         headers,
         streamed=True,
-        chunks=tuple(shape.stream_frames(content, reply.tool_fragments)),
+        chunks=chunks,
         terminator=shape.terminator,
         ping=shape.ping,
         error_tail=shape.stream_error(
-            reply.stream_error_message, reply.stream_error_code, reply.stream_error_style
+            reply.stream_error_message,
+            reply.stream_error_code,
+            reply.stream_error_style,
+            sequence=position(reply.error_after),
         ),
+        error_resets=shape.error_resets and reply.stream_error_style is None,
         malformed=shape.malformed(),
-        invalid_utf8=shape.invalid_utf8(),
+        invalid_utf8=shape.invalid_utf8(sequence=position(reply.invalid_utf8_after)),
         oversized=b"" if reply.oversized_line is None else shape.oversized(reply.oversized_line),
     )

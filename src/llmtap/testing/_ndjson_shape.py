@@ -114,13 +114,15 @@ class OllamaNativeShape(Shape):
             return self.response(message)
         return self.final(content, message)
 
-    def stream_error(self, message: str, code: int | None, style: StreamErrorStyle | None) -> bytes:
+    def stream_error(
+        self, message: str, code: int | None, style: StreamErrorStyle | None, *, sequence: int = 0
+    ) -> bytes:
         return self.line({"error": message})
 
     def malformed(self) -> bytes:
         return b'{"message": {"content": "oops"\n'
 
-    def invalid_utf8(self) -> bytes:
+    def invalid_utf8(self, *, sequence: int = 0) -> bytes:
         line = self.line(self.response({"content": BAD_UTF8_MARK}))
         return line.replace(BAD_UTF8_MARK.encode(), b"\xff\xfe")
 

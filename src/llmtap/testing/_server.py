@@ -2,8 +2,9 @@
 
 It routes every request itself (one catch-all aiohttp route), so unknown paths, wrong
 methods, missing API keys and the llama.cpp loading state answer in the imitated server's
-own shapes. Chat requests take the next scripted `Reply`; the dialects (`_dialects`) turn
-it into body pieces and the writer (`_writer`) sends them with the reply's pacing and faults.
+own shapes. Chat requests (chat completions, Ollama's ``/api/chat`` and the Responses API)
+take the next scripted `Reply`; the dialects (`_dialects`) turn it into body pieces and the
+writer (`_writer`) sends them with the reply's pacing and faults.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from llmtap.testing import _catalog as catalog
-from llmtap.testing._dialects import build_chat_plan
+from llmtap.testing._dialects import build_chat_plan, build_responses_plan
 from llmtap.testing._reply import RecordedRequest, Reply
 from llmtap.testing._wire import ChatFacts, Flavor, encode, error_envelope, llamacpp_http_error
 from llmtap.testing._writer import abort_connection, send_plan
@@ -44,11 +45,19 @@ _DEFAULT_VERSIONS: dict[str, str] = {
     "vllm": "0.12.0",
     "llamacpp": catalog.LLAMACPP_BUILD,
 }
+_RESPONSES_PATHS: dict[str, frozenset[str]] = {
+    "ollama": frozenset({"/v1/responses"}),
+    "llamacpp": frozenset({"/v1/responses", "/responses"}),
+    "vllm": frozenset({"/v1/responses"}),
+    "openai": frozenset({"/v1/responses"}),
+}
+#: The paths whose requests take a scripted reply: chat completions and the Responses API.
 _CHAT_PATHS: dict[str, frozenset[str]] = {
-    "ollama": frozenset({"/v1/chat/completions", "/api/chat"}),
-    "llamacpp": frozenset({"/v1/chat/completions", "/chat/completions"}),
-    "vllm": frozenset({"/v1/chat/completions"}),
-    "openai": frozenset({"/v1/chat/completions"}),
+    "ollama": frozenset({"/v1/chat/completions", "/api/chat"}) | _RESPONSES_PATHS["ollama"],
+    "llamacpp": frozenset({"/v1/chat/completions", "/chat/completions"})
+    | _RESPONSES_PATHS["llamacpp"],
+    "vllm": frozenset({"/v1/chat/completions"}) | _RESPONSES_PATHS["vllm"],
+    "openai": frozenset({"/v1/chat/completions"}) | _RESPONSES_PATHS["openai"],
 }
 #: Paths the real server answers without an API key (vLLM: everything outside ``/v1``).
 _OPEN_PATHS: dict[str, frozenset[str]] = {
@@ -61,12 +70,24 @@ _MAX_BODY = 64 * 1024 * 1024
 
 
 def _last_user_text(body: dict[str, Any]) -> str:
-    """The text of the last user message (string content, or the text parts of a list)."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
+    """The text of the last user message (string content, or the text parts of a list).
+
+    A chat request has ``messages``, whose text parts are ``text``; a Responses API request
+    has ``input``: a string (one user message) or items, whose text parts are
+    ``input_text``.
+    """
+    if "messages" not in body and "input" in body:
+        items, part_type = body["input"], "input_text"
+        if isinstance(items, str):
+            return items
+    else:
+        items, part_type = body.get("messages"), "text"
+    if not isinstance(items, list):
         return ""
-    for message in reversed(messages):
+    for message in reversed(items):
         if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        if message.get("type", "message") != "message":
             continue
         content = message.get("content")
         if isinstance(content, str):
@@ -76,7 +97,7 @@ def _last_user_text(body: dict[str, Any]) -> str:
                 part["text"]
                 for part in content
                 if isinstance(part, dict)
-                and part.get("type") == "text"
+                and part.get("type") == part_type
                 and isinstance(part.get("text"), str)
             )
         return ""
@@ -85,9 +106,26 @@ def _last_user_text(body: dict[str, Any]) -> str:
 
 def echo_reply(request: RecordedRequest) -> Reply:
     """The reply `TestServer` sends when no scripted reply is left: ``"echo: "`` plus the
-    text of the last user message of the chat request."""
+    text of the last user message of the request (a chat request's ``messages``, or a
+    Responses API request's ``input``)."""
     body = request.json
     return Reply(text="echo: " + (_last_user_text(body) if isinstance(body, dict) else ""))
+
+
+def _llamacpp_item_known(item: dict[str, Any]) -> bool:
+    """Whether llama-server can tell what a Responses input item is (``server-chat.cpp``):
+    a user, system or developer message, an assistant message *with* ``"type": "message"``,
+    a function call, a function call's output or a reasoning item."""
+    role, kind, content = item.get("role"), item.get("type"), item.get("content")
+    if role in ("user", "system", "developer") and isinstance(content, (str, list)):
+        return True
+    if role == "assistant" and kind == "message":
+        return True
+    if kind == "function_call":
+        return isinstance(item.get("arguments"), str)
+    if kind == "function_call_output":
+        return isinstance(item.get("call_id"), str)
+    return kind == "reasoning" and isinstance(item.get("summary"), list)
 
 
 def _embedding_inputs(value: Any) -> list[str] | None:
@@ -268,8 +306,17 @@ class TestServer:
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
-        """The recorded chat requests (``POST`` to a chat path of this dialect)."""
+        """The recorded requests that take a scripted reply: ``POST`` to a chat path of this
+        dialect (chat completions, Ollama's ``/api/chat``) or to the Responses API
+        (``/v1/responses``, and llama.cpp's ``/responses``), in order of arrival."""
         paths = _CHAT_PATHS[self.dialect]
+        return [r for r in self.requests if r.method == "POST" and r.path in paths]
+
+    @property
+    def responses_requests(self) -> list[RecordedRequest]:
+        """The recorded Responses API requests (``POST /v1/responses``, and llama.cpp's
+        ``/responses``): the part of `chat_requests` that went there."""
+        paths = _RESPONSES_PATHS[self.dialect]
         return [r for r in self.requests if r.method == "POST" and r.path in paths]
 
     @property
@@ -464,6 +511,7 @@ class TestServer:
         flavor: Flavor = self.dialect  # Ollama's /v1 layer is the "ollama" flavor
         routes: dict[tuple[str, str], _Handler] = {
             ("POST", "/v1/chat/completions"): chat(flavor),
+            ("POST", "/v1/responses"): self._responses,
             ("POST", "/v1/embeddings"): self._openai_embeddings,
             ("GET", "/v1/models"): static(self._list_models),
         }
@@ -498,6 +546,7 @@ class TestServer:
                     )
                 ),
                 ("POST", "/chat/completions"): chat("llamacpp"),
+                ("POST", "/responses"): self._responses,
                 ("POST", "/embeddings"): self._openai_embeddings,
             }
         elif self.dialect == "vllm":
@@ -640,8 +689,7 @@ class TestServer:
             message = "Stream options can only be defined when `stream=True`."
             return self._error(flavor, 400, message)
         options = options if isinstance(options, dict) and flavor != "ollama_native" else {}
-        unscripted = self.fallback or echo_reply
-        reply = self._replies.popleft() if self._replies else unscripted(record)
+        reply = self._next_reply(record)
         facts = ChatFacts(
             model=reply.model if reply.model is not None else model,
             stream=stream,
@@ -650,6 +698,67 @@ class TestServer:
             build=self.version if self.dialect == "llamacpp" else "",
         )
         return await send_plan(request, build_chat_plan(flavor, reply, facts), reply)
+
+    def _next_reply(self, record: RecordedRequest) -> Reply:
+        """The next scripted reply, or the fallback's answer to ``record``."""
+        if self._replies:
+            return self._replies.popleft()
+        return (self.fallback or echo_reply)(record)
+
+    # -- the Responses API ------------------------------------------------------------------
+
+    async def _responses(self, request: web.Request, record: RecordedRequest) -> web.StreamResponse:
+        """``POST /v1/responses``: the next reply, in this dialect's Responses shape."""
+        flavor = self.dialect
+        body = record.json
+        if not isinstance(body, dict):
+            return self._error(flavor, 400, "the request body is not a JSON object")
+        if flavor == "llamacpp":  # server_chat_convert_responses_to_chatcmpl, before all else
+            refusal = self._llamacpp_responses_refusal(body)
+            if refusal is not None:
+                return refusal
+        model, refusal = self._check_model(flavor, body.get("model"))
+        if refusal is not None:
+            return refusal
+        previous = body.get("previous_response_id")
+        if flavor == "vllm" and previous is not None:
+            # Looked up in vLLM's response store, which is off unless
+            # VLLM_ENABLE_RESPONSES_API_STORE=1: never found.
+            envelope = error_envelope(
+                "vllm",
+                404,
+                f"Response with id '{previous}' not found.",
+                error_type="invalid_request_error",
+                fields={"param": "response_id"},
+            )
+            return self._json(404, envelope)
+        reply = self._next_reply(record)
+        facts = ChatFacts(
+            model=reply.model if reply.model is not None else model,
+            stream=bool(body.get("stream")),
+            build=self.version if flavor == "llamacpp" else "",
+            request=body,
+        )
+        return await send_plan(request, build_responses_plan(flavor, reply, facts), reply)
+
+    def _llamacpp_responses_refusal(self, body: dict[str, Any]) -> web.Response | None:
+        """The 400 llama-server answers a Responses request it cannot convert to a chat
+        request with, or ``None``."""
+        message: str | None = None
+        items = body.get("input")
+        previous = body.get("previous_response_id")
+        if "input" not in body:
+            message = "'input' is required"
+        elif isinstance(previous, str) and previous:
+            message = "llama.cpp does not support 'previous_response_id'."
+        elif isinstance(items, list):
+            if not all(isinstance(item, dict) and _llamacpp_item_known(item) for item in items):
+                message = "Cannot determine type of 'item'"
+        elif not isinstance(items, str):
+            message = "'input' must be a string or array of objects"
+        if message is None:
+            return None
+        return self._error("llamacpp", 400, message)
 
     # -- embeddings and Ollama extras -------------------------------------------------------
 

@@ -28,7 +28,23 @@ from llmtap.testing._wire import (
     vllm_error_type,
 )
 
-__all__ = ["LlamaCppShape", "OllamaShape", "OpenAIShape", "VllmShape"]
+__all__ = ["LlamaCppShape", "OllamaShape", "OpenAIShape", "VllmShape", "llamacpp_timings"]
+
+
+def llamacpp_timings(content: Content) -> JSON:
+    """llama-server's ``timings`` object for an answer (``server_slot_stats``), made up."""
+    prompt, predicted = content.usage or (10, len(content.text_pieces))
+    return {
+        "cache_n": 0,
+        "prompt_n": prompt,
+        "prompt_ms": prompt * 0.5,
+        "prompt_per_token_ms": 0.5,
+        "prompt_per_second": 2000.0,
+        "predicted_n": predicted,
+        "predicted_ms": predicted * 1.0,
+        "predicted_per_token_ms": 1.0,
+        "predicted_per_second": 1000.0,
+    }
 
 
 class OpenAIShape(Shape):
@@ -181,7 +197,9 @@ class OpenAIShape(Shape):
         tail = DONE if self.done_after_error else b""
         return self.frame({"error": self.stream_error_object(message, code)}) + tail
 
-    def stream_error(self, message: str, code: int | None, style: StreamErrorStyle | None) -> bytes:
+    def stream_error(
+        self, message: str, code: int | None, style: StreamErrorStyle | None, *, sequence: int = 0
+    ) -> bytes:
         if style == "event":
             return b"event: error\ndata: " + self.dumps({"message": message}) + b"\n\n"
         if style == "legacy_line":
@@ -199,7 +217,7 @@ class OpenAIShape(Shape):
     def malformed(self) -> bytes:
         return b'data: {"choices": [{"delta": {"content": "oops"\n\n'
 
-    def invalid_utf8(self) -> bytes:
+    def invalid_utf8(self, *, sequence: int = 0) -> bytes:
         frame = self.frame(self.envelope([self.choice(self.text_delta(BAD_UTF8_MARK))]))
         return frame.replace(BAD_UTF8_MARK.encode(), b"\xff\xfe")
 
@@ -344,18 +362,7 @@ class LlamaCppShape(OpenAIShape):
         return deltas
 
     def timings(self, content: Content) -> JSON:
-        prompt, predicted = content.usage or (10, len(content.text_pieces))
-        return {
-            "cache_n": 0,
-            "prompt_n": prompt,
-            "prompt_ms": prompt * 0.5,
-            "prompt_per_token_ms": 0.5,
-            "prompt_per_second": 2000.0,
-            "predicted_n": predicted,
-            "predicted_ms": predicted * 1.0,
-            "predicted_per_token_ms": 1.0,
-            "predicted_per_second": 1000.0,
-        }
+        return llamacpp_timings(content)
 
     def finish_chunk(self, content: Content) -> JSON:
         obj = super().finish_chunk(content)

@@ -2,8 +2,9 @@
 
 Pure code, no I/O. A *flavor* is one wire format: ``"openai"``, ``"ollama"`` (Ollama's
 OpenAI-compatible ``/v1`` layer), ``"ollama_native"`` (``/api/chat``), ``"llamacpp"``
-(llama-server) and ``"vllm"``. The shapes follow the fact sheet in ``WIRE.md`` (Ollama after
-v0.32.6, current llama-server, vLLM after v0.10.1).
+(llama-server) and ``"vllm"``. The chat shapes follow the fact sheet in ``WIRE.md`` (Ollama
+after v0.32.6, current llama-server, vLLM after v0.10.1); the Responses API shapes follow
+``WIRE-responses.md`` (`_responses_shapes`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import secrets
 import string
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 
@@ -89,14 +90,15 @@ def rfc3339_now(offset_seconds: float = 0.0) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
-def encode(flavor: Flavor, obj: Any) -> bytes:
+def encode(flavor: Flavor, obj: Any, *, sort_keys: bool = False) -> bytes:
     """Serialize ``obj`` as compact JSON the way the flavor's server does.
 
-    Ollama is written in Go, whose encoder escapes ``<``, ``>``, ``&``, U+2028 and U+2029.
+    Ollama is written in Go, whose encoder escapes ``<``, ``>``, ``&``, U+2028 and U+2029, and
+    writes the keys of a map (not of a struct) sorted: ``sort_keys`` does that at every level.
     llama.cpp's ``nlohmann::ordered_json`` keeps keys in the order the server inserts them, as
     orjson does: its shapes build their dicts in that order.
     """
-    data = orjson.dumps(obj)
+    data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     if flavor in ("ollama", "ollama_native"):
         # These characters can only occur inside JSON strings, so a byte replace is safe.
         data = (
@@ -206,6 +208,8 @@ class ChatFacts:
         include_usage: Whether it set ``stream_options.include_usage``.
         include_obfuscation: OpenAI only: whether chunks carry the ``obfuscation`` field.
         build: llama.cpp only: the build its ``system_fingerprint`` names.
+        request: The request body, for the fields a Responses API answer echoes
+            (``instructions``, ``tools``, ``temperature``...); empty for chat.
     """
 
     model: str
@@ -213,6 +217,7 @@ class ChatFacts:
     include_usage: bool = False
     include_obfuscation: bool = True
     build: str = ""
+    request: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,9 @@ class Shape:
     json_content_type: ClassVar[str]
     ping: ClassVar[bytes] = b""
     terminator: ClassVar[bytes] = b""
+    #: Whether ``error_after`` drops the connection after the error tail instead of ending
+    #: the body cleanly (vLLM's Responses stream, whose generator raises).
+    error_resets: ClassVar[bool] = False
 
     def __init__(self, facts: ChatFacts) -> None:
         self.facts = facts
@@ -276,13 +284,17 @@ class Shape:
     def completion(self, content: Content) -> JSON:
         raise NotImplementedError
 
-    def stream_error(self, message: str, code: int | None, style: StreamErrorStyle | None) -> bytes:
+    def stream_error(
+        self, message: str, code: int | None, style: StreamErrorStyle | None, *, sequence: int = 0
+    ) -> bytes:
+        """What ``error_after`` writes; ``sequence`` is how many events precede it (for the
+        formats that number their events)."""
         raise NotImplementedError
 
     def malformed(self) -> bytes:
         raise NotImplementedError
 
-    def invalid_utf8(self) -> bytes:
+    def invalid_utf8(self, *, sequence: int = 0) -> bytes:
         raise NotImplementedError
 
     def oversized(self, size: int) -> bytes:

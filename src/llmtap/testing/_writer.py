@@ -91,16 +91,19 @@ class _Sender:
         if not plan.streamed:
             return False
         endings = (
-            (reply.truncate_after, b""),
-            (reply.malformed_after, plan.malformed),
-            (reply.error_after, plan.error_tail),
-            (reply.invalid_utf8_after, plan.invalid_utf8),
+            (reply.truncate_after, b"", False),
+            (reply.malformed_after, plan.malformed, False),
+            (reply.error_after, plan.error_tail, plan.error_resets),
+            (reply.invalid_utf8_after, plan.invalid_utf8, False),
         )
-        for after, tail in endings:
+        for after, tail, resets in endings:
             if self.due(after, at_end):
                 if tail:
                     await self.frame(tail)
-                await self.response.write_eof()
+                if resets:
+                    await self.abort()
+                else:
+                    await self.response.write_eof()
                 return True
         return False
 
