@@ -2,13 +2,14 @@
 
 `TestServer` is a real HTTP server (aiohttp on ``127.0.0.1``, on a free port) that speaks the
 wire format of one real server: Ollama (native ``/api/chat`` NDJSON and its ``/v1`` layer),
-llama.cpp's ``llama-server``, vLLM, or OpenAI. Each chat request takes the next scripted
-`Reply`, which describes the answer (text, reasoning, tool calls, finish reason, usage) and,
-if wanted, what goes wrong: a status with ``Retry-After``, a stall before the headers, a
-connection reset mid-stream, a stream that ends without ``[DONE]``, an error after the 200,
-malformed JSON, invalid UTF-8, an absurdly long line, bytes split across network reads.
-No GPU, model or mock transport is involved, so the client under test runs its real network
-code.
+llama.cpp's ``llama-server``, vLLM, or OpenAI. Each chat request, whether chat completions or
+the Responses API (``POST /v1/responses``, answered in that server's own Responses shape),
+takes the next scripted `Reply`, which describes the answer (text, reasoning, tool calls,
+finish reason, usage) and, if wanted, what goes wrong: a status with ``Retry-After``, a stall
+before the headers, a connection reset mid-stream, a stream that ends without ``[DONE]``, an
+error after the 200, malformed JSON, invalid UTF-8, an absurdly long line, bytes split across
+network reads. No GPU, model or mock transport is involved, so the client under test runs its
+real network code.
 
 This module is not imported by ``import llmtap``; import it in tests. ``no_retry_waits()`` is
 a context manager in which llmtap retries at once instead of backing off, so tests of retry

@@ -80,7 +80,7 @@ class ToolCallSpec:
 
 @dataclass(kw_only=True)
 class Reply:
-    """One scripted answer to a chat request, with optional pacing and faults.
+    """One scripted answer to a chat or Responses API request, with optional pacing and faults.
 
     Content is sent in this order: the role chunk (OpenAI-style dialects), reasoning pieces,
     text pieces, tool calls, the finish chunk, the usage chunk (only when the request set
@@ -97,14 +97,48 @@ class Reply:
     streamed answers. Pacing, resets, ``cut_mid_chunk_after`` and ``split_writes`` also apply
     to a whole JSON body (which counts as one chunk).
 
+    Over the Responses API (``POST /v1/responses``) the same reply comes out as the dialect's
+    typed events (``WIRE-responses.md``), with no ``[DONE]`` (``omit_done`` does nothing
+    there); each event is one chunk for the faults. The stream is ``response.created`` and
+    ``response.in_progress``, then a reasoning item, a message item and one ``function_call``
+    item per tool call, each added, filled by one delta per piece and done, then the terminal
+    event; OpenAI, Ollama and vLLM number the events with ``sequence_number`` from 0,
+    llama.cpp does not. A request without ``stream`` gets one response object. Per dialect:
+
+    * Reasoning: OpenAI ``response.reasoning_summary_text.*`` inside
+      ``response.reasoning_summary_part.*``; Ollama ``response.reasoning_summary_text.*``
+      alone; vLLM ``response.reasoning_text.*`` inside content parts; llama.cpp
+      ``response.reasoning_text.delta`` only.
+    * Tool calls: the arguments in ``tool_fragments`` deltas (or ``ToolCallSpec.chunks``),
+      except Ollama's single delta; ``response.function_call_arguments.done`` names the
+      function on OpenAI and vLLM, not on Ollama; llama.cpp sends none, and sends every
+      item's ``.done`` events at the end. llama.cpp's item id is ``fc_`` and its call id
+      ``call_``, each followed by the call's id. On Ollama, text followed by tool calls
+      leaves the message without ``.done`` events, gives the first call the message's
+      ``output_index`` and lists the message last (its whole answer drops the message).
+    * ``finish_reason="length"``: vLLM and OpenAI end with ``response.incomplete``
+      (``incomplete_details.reason`` ``"max_output_tokens"``, the last item
+      ``incomplete``); Ollama and llama.cpp end with ``response.completed``, as the real
+      servers do. OpenAI's ``"content_filter"`` is incomplete for that reason. Any other
+      finish ends completed, and ``None`` sends no terminal event.
+    * ``usage`` is in the terminal event's response: OpenAI and vLLM count
+      ``reasoning_tokens`` (one per reasoning piece), Ollama says 0, llama.cpp has no
+      ``output_tokens_details`` and adds its ``timings`` beside the response.
+    * ``error_after``: OpenAI sends an ``error`` event then ``response.failed``; Ollama just
+      stops (no event, no terminal event); llama.cpp sends ``data: {"error": ...}`` with no
+      ``event:`` line, then ends; vLLM drops the connection with no event.
+      ``stream_error_style`` ``"data"`` or ``"event"`` picks llama.cpp's or OpenAI's way on
+      any dialect.
+    * ``status`` other than 200 answers with the dialect's error envelope, as for chat.
+
     Attributes:
         text: The answer text. Unless ``chunks`` is given it is split into word pieces
             (``"Hello there"`` -> ``"Hello"``, ``" there"``), one piece per chunk.
         chunks: Explicit text pieces, one per chunk; when given, ``text`` is ignored.
         reasoning: Reasoning ("thinking") text, sent before the answer text under the
             dialect's name: Ollama ``/v1`` and vLLM ``reasoning``, Ollama native
-            ``thinking``, llama.cpp ``reasoning_content``. The OpenAI dialect has no
-            reasoning field and leaves it out.
+            ``thinking``, llama.cpp ``reasoning_content``. OpenAI's chat completions have no
+            reasoning field and leave it out (its Responses API sends a reasoning summary).
         reasoning_chunks: Explicit reasoning pieces; when given, ``reasoning`` is ignored.
         tool_calls: Tool calls, sent after the text. Ollama sends each call whole in one
             chunk; llama.cpp, vLLM and OpenAI send fragments (the first one carries

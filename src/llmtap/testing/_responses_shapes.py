@@ -468,7 +468,7 @@ class OllamaResponsesShape(ResponsesShape):
         }
 
     @staticmethod
-    def call_item(item_id: str, call: Call, status: str) -> JSON:
+    def call_item(item_id: str, call: Call, status: str, *, whole: bool = False) -> JSON:
         item: JSON = {
             "id": item_id,
             "type": "function_call",
@@ -476,8 +476,8 @@ class OllamaResponsesShape(ResponsesShape):
             "call_id": call.id,
             "name": call.name,
         }
-        # The whole answer is a struct with `arguments,omitempty`; a stream item a map.
-        if call.arguments or status == "in_progress":
+        # A stream item is a map; the whole answer's is a struct with `arguments,omitempty`.
+        if call.arguments or not whole:
             item["arguments"] = "" if status == "in_progress" else call.arguments
         return item
 
@@ -586,7 +586,7 @@ class OllamaResponsesShape(ResponsesShape):
             output.append(self.reasoning_item(f"rs_{self.response_id}", content.reasoning))
         if content.calls:  # the message is dropped when there are tool calls
             output += [
-                self.call_item(f"fc_{self.response_id}_{n}", call, "completed")
+                self.call_item(f"fc_{self.response_id}_{n}", call, "completed", whole=True)
                 for n, call in enumerate(content.calls)
             ]
         else:

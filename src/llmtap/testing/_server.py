@@ -147,16 +147,26 @@ class TestServer:
 
     It is real HTTP (aiohttp on ``127.0.0.1``, on a free port unless ``port`` is given), so
     a client under test goes through its whole network stack. Chat requests
-    (``POST /v1/chat/completions``, and ``POST /api/chat`` for Ollama) take the scripted
-    replies in order; with none left, the server echoes ``"echo: "`` plus the text of the
-    last user message. Listing, health and embedding routes answer as the real server does.
+    (``POST /v1/chat/completions``, ``POST /api/chat`` for Ollama, and the Responses API's
+    ``POST /v1/responses`` on every dialect, with llama.cpp's ``/responses`` alias) take the
+    scripted replies in order; with none left, the server echoes ``"echo: "`` plus the text
+    of the last user message (or user input item). Listing, health and embedding routes
+    answer as the real server does.
+
+    The Responses API answers in the dialect's own shape (``WIRE-responses.md``): typed
+    ``event:``/``data:`` events with no ``[DONE]``, or one response object without
+    ``stream``. See `Reply` for how each part of a reply comes out per dialect. Before it
+    answers, llama.cpp refuses ``previous_response_id``, a request without ``input`` and an
+    input item it cannot type (such as an assistant message without ``"type": "message"``)
+    with its 400, and vLLM answers ``previous_response_id`` with 404 (its response store is
+    off); Ollama and OpenAI ignore it. These refusals use up no scripted reply.
 
     Checks the real server makes before it answers come first and do not use up a scripted
     reply: the llama.cpp loading state (503 on every route), the API key (401), an
-    unparseable body (400), ``reject_stream_options`` (400), an unknown model (404 for
-    Ollama, vLLM and OpenAI, unless ``accept_any_model``; llama.cpp answers with its own
-    model whatever was asked), a missing model (400 for Ollama and OpenAI) and vLLM's 400 for
-    ``stream_options`` without ``stream: true``.
+    unparseable body (400), an unknown model (404 for Ollama, vLLM and OpenAI, unless
+    ``accept_any_model``; llama.cpp answers with its own model whatever was asked), a missing
+    model (400 for Ollama and OpenAI) and, for chat completions only, ``reject_stream_options``
+    (400) and vLLM's 400 for ``stream_options`` without ``stream: true``.
 
     Every attribute set by the constructor can be changed while the server runs; it is read
     at each request.
