@@ -269,9 +269,10 @@ class SSEChunks(ChunkDecoder):
         ]
 
 
-class ResponsesChunks(ChunkDecoder):
+class ResponsesChunks(SSEChunks):
     """A Responses API stream (``/v1/responses``): typed events, each ``event: <type>`` then
-    ``data: {...}`` (the type is read from the data, which every server puts there).
+    ``data: {...}`` (the type is read from the data, which every server puts there). An SSE
+    stream like :class:`SSEChunks` (its decoder), read by its own rules.
 
     Complete when ``response.completed`` or ``response.incomplete`` arrives; a body that ends
     before either is a cut (Ollama and vLLM end a failed stream that way). Failures: an
@@ -285,7 +286,7 @@ class ResponsesChunks(ChunkDecoder):
         method, url, sink, collect_text: As for :class:`ChunkDecoder`.
     """
 
-    __slots__ = ("_sse", "events")
+    __slots__ = ("events",)
 
     def __init__(
         self,
@@ -296,8 +297,7 @@ class ResponsesChunks(ChunkDecoder):
         sink: Sink | None = None,
         collect_text: bool = False,
     ) -> None:
-        super().__init__(method, url, sink=sink, collect_text=collect_text)
-        self._sse = SSEDecoder(max_line_bytes)
+        super().__init__(max_line_bytes, method, url, sink=sink, collect_text=collect_text)
         #: What the events have told so far.
         self.events = ResponsesEvents()
 
