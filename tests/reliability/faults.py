@@ -93,9 +93,13 @@ class DialectSpec:
     """One wire dialect: the TestServer that speaks it and how the client is pointed at it."""
 
     server: Literal["openai", "ollama", "llamacpp", "vllm"]
-    api: Literal["openai", "ollama"]
+    api: Literal["openai", "ollama", "responses"]
     model: str  # as the server lists it
     role_chunk: bool  # whether a content-less role chunk opens every stream
+    #: Chunks without text before the first text beyond a role chunk's one: a Responses
+    #: stream opens with four framing events (created, in_progress, the message item, its
+    #: content part), so its mid-stream faults fire three events later.
+    shift: int = 0
 
 
 DIALECTS: dict[str, DialectSpec] = {
@@ -104,6 +108,12 @@ DIALECTS: dict[str, DialectSpec] = {
     "ollama_native": DialectSpec("ollama", "ollama", "llama3.2:latest", role_chunk=False),
     "llamacpp": DialectSpec("llamacpp", "openai", "llama3.2", role_chunk=True),
     "vllm": DialectSpec("vllm", "openai", "llama3.2", role_chunk=True),
+    # OpenAI's Responses API in each server's shape (its errors after the 200 are checked per
+    # server in tests/test_responses.py: each server signals them its own way).
+    "responses_openai": DialectSpec("openai", "responses", "llama3.2", True, shift=3),
+    "responses_ollama": DialectSpec("ollama", "responses", "llama3.2:latest", True, shift=3),
+    "responses_llamacpp": DialectSpec("llamacpp", "responses", "llama3.2", True, shift=3),
+    "responses_vllm": DialectSpec("vllm", "responses", "llama3.2", True, shift=3),
 }
 ALL_DIALECTS = frozenset(DIALECTS)
 

@@ -6,6 +6,7 @@ checked out and no task left running."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
@@ -140,7 +141,10 @@ def settings(url: str, dialect: str, fault: Fault | None, **extra: Any) -> LLMCo
 
 
 def chunk_text(chunk: dict[str, Any]) -> str:
-    """The text content of a raw chunk dict (OpenAI-style or native Ollama)."""
+    """The text content of a raw chunk dict (OpenAI-style, native Ollama, or a Responses
+    API event)."""
+    if chunk.get("type") == "response.output_text.delta":
+        return str(chunk.get("delta") or "")
     choices = chunk.get("choices")
     if choices:
         return (choices[0].get("delta") or {}).get("content") or ""
@@ -231,8 +235,27 @@ async def run_cell(
 def script(server: TestServer, fault: Fault, path: str, dialect: str) -> None:
     """The fault's reply, then good answers for the retries."""
     assert fault.script is not None
-    reply = fault.script(path != "chat_whole", DIALECTS[dialect].api == "ollama")
+    spec = DIALECTS[dialect]
+    reply = fault.script(path != "chat_whole", spec.api == "ollama")
+    if spec.shift and fault.at == "mid":
+        reply = _shifted(reply, spec.shift)
     server.script(reply, Reply(text=ANSWER), Reply(text=ANSWER))
+
+
+#: The Reply fields that count chunks before a fault fires.
+_COUNTS = ("reset_after", "malformed_after", "error_after", "truncate_after",
+           "invalid_utf8_after", "cut_mid_chunk_after")  # fmt: skip
+
+
+def _shifted(reply: Reply, shift: int) -> Reply:
+    """``reply`` with its mid-stream fault ``shift`` chunks later."""
+    changes: dict[str, Any] = {
+        name: getattr(reply, name) + shift for name in _COUNTS if getattr(reply, name) is not None
+    }
+    if reply.stall_after is not None:
+        count, seconds = reply.stall_after
+        changes["stall_after"] = (count + shift, seconds)
+    return dataclasses.replace(reply, **changes)
 
 
 def cell(dialect: str, fault_name: str, path: str) -> Any:
@@ -283,6 +306,8 @@ async def test_client_cell(dialect: str, fault_name: str, path: str, retry_log: 
         finally:
             await client.close()
         requests = len(server.chat_requests)
+        if spec.api == "responses":  # every attempt went to /v1/responses
+            assert len(server.responses_requests) == requests
     check(outcome, fault, dialect, error, text, delivered)
     assert requests == (0 if fault.persistent else outcome.attempts + outcome.resent)
     assert retry_log.count("llm_retry") == outcome.attempts - 1
