@@ -75,8 +75,6 @@ async def _answer(
 def _differences(dialect: str, answer: str) -> set[str]:
     """Where a server's Responses answers say less than its chat completions (server facts,
     pinned by the tests below): what the comparison leaves out."""
-    if answer == "cut by length" and dialect in ("ollama", "llamacpp"):
-        return {"finish_reason"}  # they say "completed" when cut at max_output_tokens
     if answer == "reasoning" and dialect == "openai":
         return {"reasoning", "usage"}  # OpenAI's chat completions carry no reasoning
     return set()
@@ -106,16 +104,17 @@ async def test_the_same_answer_gives_an_equal_chat_result(
         assert [call.arguments for call in responses.tool_calls] == [c.arguments for c in CALLS]
 
 
+@pytest.mark.parametrize("how", ["chat()", "chat(stream=False)"])
 @pytest.mark.parametrize("dialect", ["ollama", "llamacpp"])
-async def test_servers_that_do_not_signal_a_cut_give_stop(dialect: str) -> None:
+async def test_a_cut_the_server_calls_completed_is_length(dialect: str, how: str) -> None:
     """Ollama and llama-server answer ``completed`` for an answer cut at
-    ``max_output_tokens``: over the Responses API the finish is ``stop`` (chat completions
-    say ``length``), the tokens are the same."""
+    ``max_output_tokens``: llmtap reads ``length`` from the output tokens reaching the
+    request's limit (as chat completions say); one token fewer is ``stop``."""
     reply, params = ANSWERS["cut by length"]
-    chat = await _answer(dialect, "openai", reply, params, how="chat()")
-    responses = await _answer(dialect, "responses", reply, params, how="chat()")
-    assert (chat.finish_reason, responses.finish_reason) == ("length", "stop")
-    assert responses.usage == chat.usage
+    responses = await _answer(dialect, "responses", reply, params, how=how)
+    assert (responses.finish_reason, responses.usage.completion_tokens) == ("length", 4)
+    roomy = await _answer(dialect, "responses", reply, {"max_tokens": 5}, how=how)
+    assert roomy.finish_reason == "stop"
 
 
 async def test_openai_reasoning_arrives_as_a_summary() -> None:

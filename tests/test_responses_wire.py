@@ -17,7 +17,12 @@ from llmtap import LLMStreamError, Message, ToolCall
 from llmtap._wire.accumulate import Accumulator
 from llmtap._wire.chunks import ResponsesChunks
 from llmtap._wire.dialects import ErrorInfo
-from llmtap._wire.responses import build_responses_payload, response_to_completion, responses_url
+from llmtap._wire.responses import (
+    ResponsesEvents,
+    build_responses_payload,
+    response_to_completion,
+    responses_url,
+)
 
 TOOL = {
     "type": "function",
@@ -164,6 +169,32 @@ def test_a_stream_split_anywhere_gives_the_same_answer(cut: int) -> None:
     assert result.tool_calls == (ToolCall(id="call_1", name="f", arguments={"x": 1}),)
     assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (4, 6)
     assert accumulator.server_metrics["timings"]["predicted_per_second"] == 50.0
+
+
+@pytest.mark.parametrize(("limit", "finish"), [(6, "length"), (7, "stop"), (None, "stop")])
+def test_a_completed_answer_that_used_its_whole_limit_is_length(
+    limit: int | None, finish: str
+) -> None:
+    """Ollama and llama-server say ``completed`` for an answer cut at ``max_output_tokens``:
+    output tokens reaching the request's limit are ``length``, streamed or whole."""
+    events = [
+        {"type": "response.output_text.delta", "item_id": "m", "delta": "six tokens"},
+        {"type": "response.completed", "response": {"status": "completed", "usage": {"input_tokens": 3, "output_tokens": 6, "total_tokens": 9}}},
+    ]  # fmt: skip
+    accumulator = Accumulator()
+    decoder = ResponsesChunks(1 << 20, "POST", "u", output_limit=limit)
+    for event in decoder.feed(_sse(events)) + decoder.feed(b""):
+        chunk = ResponsesEvents(limit).take(event)
+        assert chunk is None or isinstance(chunk, dict)
+    assert decoder.finish_reason == finish
+    whole = {
+        "object": "response",
+        "status": "completed",
+        "output": [],
+        "usage": events[1]["response"]["usage"],
+    }  # type: ignore[index]
+    accumulator.feed_completion(response_to_completion(whole, limit))
+    assert accumulator.result().finish_reason == finish
 
 
 def test_done_events_give_the_whole_text_when_no_delta_came() -> None:

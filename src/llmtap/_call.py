@@ -52,7 +52,6 @@ from llmtap._wire.accumulate import Accumulator
 from llmtap._wire.dialects import Dialect, guess_server
 from llmtap._wire.embeddings import EmbeddingsRequest
 from llmtap._wire.request import ChatRequest
-from llmtap._wire.responses import response_to_completion
 
 if TYPE_CHECKING:
     from llmtap._http import Exchange
@@ -227,8 +226,6 @@ class Progress:
 
     def take_whole(self, body: dict[str, Any]) -> Sequence[StreamEvent]:
         """Feed a whole, non-streamed answer and return its events (none when quiet)."""
-        if self._dialect == "responses" and "output" in body:
-            body = response_to_completion(body)
         events = self.accumulator.feed_completion(body)
         self.server = guess_server(self._dialect, body)
         response_id = body.get("id")
@@ -581,6 +578,7 @@ class Call:
             sink=self.progress,
             collect_text=collect_text,
             responses=isinstance(request, ChatRequest) and request.dialect == "responses",
+            output_limit=request.output_limit if isinstance(request, ChatRequest) else None,
             on_first=self._on_first,
             on_end=self._on_end,
             on_failure=self._on_failure,

@@ -104,16 +104,16 @@ async def test_a_required_tool_call_over_responses_is_the_same_call(
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
-async def test_an_answer_cut_at_max_tokens_says_stop_over_responses(
+async def test_an_answer_cut_at_max_tokens_is_length_over_responses_too(
     llamacpp_server: LlamaCppServer, tiny_model: TinyModel, stream: bool
 ) -> None:
-    """Where the two differ: llama-server's Responses answer is ``completed`` even when
-    cut at ``max_output_tokens`` (it never sends ``incomplete``), so llmtap can only say
-    ``stop``; chat completions say ``length``. The tokens are the same."""
+    """llama-server's Responses answer is ``completed`` even when cut at
+    ``max_output_tokens`` (it never sends ``incomplete``); llmtap reads ``length`` from the
+    output tokens reaching the limit, as chat completions say. The tokens are the same."""
     chat, responses = await _both(
         llamacpp_server, stream=stream, seed=4, max_tokens=12, **no_eos(tiny_model)
     )
-    assert (chat.finish_reason, responses.finish_reason) == ("length", "stop")
+    assert (chat.finish_reason, responses.finish_reason) == ("length", "length")
     assert responses.usage.completion_tokens == chat.usage.completion_tokens == 12
     assert responses.text == chat.text
 

@@ -36,6 +36,7 @@ from llmtap._wire.chunks import (
     excerpt,
 )
 from llmtap._wire.dialects import ErrorInfo, completion_to_chunk, parse_error_body
+from llmtap._wire.responses import response_to_completion
 
 __all__ = ["MAX_ERROR_BODY", "Exchange", "OnClose", "OnEnd", "OnFailure", "OnFirst"]
 
@@ -287,6 +288,7 @@ class Exchange:
         sink: Sink | None = None,
         collect_text: bool = False,
         responses: bool = False,
+        output_limit: int | None = None,
         on_first: OnFirst | None = None,
         on_end: OnEnd | None = None,
         on_failure: OnFailure | None = None,
@@ -295,21 +297,31 @@ class Exchange:
         """The chat answer in the body, as chunk dicts (or what ``sink`` makes of them): an
         SSE or NDJSON stream, or a whole JSON answer (from a server that ignored ``stream:
         true``, or asked for without streaming) as one chunk; ``responses``: a Responses API
-        answer (typed events). See :meth:`read`."""
+        answer (typed events; ``output_limit``: the request's ``max_output_tokens``). See
+        :meth:`read`."""
         content_type = self._content_type()
         config = self.config
         if content_type in _JSON_TYPES:
-            return self._whole(sink, on_first, on_end, on_failure, on_close, chat=True)
+            return self._whole(
+                sink, on_first, on_end, on_failure, on_close, chat=True,
+                responses=(output_limit,) if responses else None,
+            )  # fmt: skip
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type, on_failure, on_close)
-        kind: type[ChunkDecoder]
+        decoder: ChunkDecoder
         if content_type == "application/x-ndjson":
-            kind = NDJSONChunks
+            decoder = NDJSONChunks(
+                config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
+            )
+        elif responses:
+            decoder = ResponsesChunks(
+                config.max_line_bytes, self.method, self.url, sink=sink,
+                collect_text=collect_text, output_limit=output_limit,
+            )  # fmt: skip
         else:
-            kind = ResponsesChunks if responses else SSEChunks
-        decoder = kind(
-            config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
-        )
+            decoder = SSEChunks(
+                config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
+            )
         return self.read(
             decoder, on_first=on_first, on_end=on_end, on_failure=on_failure, on_close=on_close
         )
@@ -337,6 +349,7 @@ class Exchange:
         *,
         chat: bool,
         decode: Callable[[dict[str, Any]], Any] | None = None,
+        responses: tuple[int | None] | None = None,
     ) -> AsyncGenerator[Any, None]:
         """A whole JSON answer as one item: a chat answer as one chunk (or the sink's events
         for it), anything else as the object."""
@@ -347,6 +360,8 @@ class Exchange:
             if not chat:
                 items: Sequence[Any] = [obj if decode is None else decode(obj)]
             elif sink is not None:
+                if responses is not None and "output" in obj:  # a whole Responses answer
+                    obj = response_to_completion(obj, responses[0])
                 items = sink.take_whole(obj)
             else:
                 items = [completion_to_chunk(obj) if "choices" in obj else obj]

@@ -284,6 +284,7 @@ class ResponsesChunks(SSEChunks):
     Args:
         max_line_bytes: Longest SSE line accepted.
         method, url, sink, collect_text: As for :class:`ChunkDecoder`.
+        output_limit: The request's ``max_output_tokens``, if it set one.
     """
 
     __slots__ = ("events",)
@@ -296,10 +297,11 @@ class ResponsesChunks(SSEChunks):
         *,
         sink: Sink | None = None,
         collect_text: bool = False,
+        output_limit: int | None = None,
     ) -> None:
         super().__init__(max_line_bytes, method, url, sink=sink, collect_text=collect_text)
         #: What the events have told so far.
-        self.events = ResponsesEvents()
+        self.events = ResponsesEvents(output_limit)
 
     def feed(self, data: bytes) -> list[Any]:
         if self.failure is not None or self.done:

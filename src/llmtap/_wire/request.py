@@ -105,7 +105,7 @@ class ChatRequest:
     the rare uses that need it.
     """
 
-    __slots__ = ("body", "dialect", "model", "options", "stream", "url")
+    __slots__ = ("body", "dialect", "model", "options", "output_limit", "stream", "url")
 
     def __init__(self, dialect: Dialect, url: str, payload: dict[str, Any]) -> None:
         self.dialect = dialect
@@ -116,6 +116,9 @@ class ChatRequest:
         self.stream = bool(payload.get("stream"))
         #: Ollama's ``options`` as sent (``num_ctx``, ...), if any.
         self.options: Any = payload.get("options")
+        #: A Responses request's ``max_output_tokens`` (``None``: none, or another dialect).
+        limit = payload.get("max_output_tokens") if dialect == "responses" else None
+        self.output_limit: int | None = limit if type(limit) is int else None
         self.body = orjson.dumps(payload)
 
     @property

@@ -222,26 +222,33 @@ def _usage(response: Mapping[str, Any]) -> dict[str, Any] | None:
     return found
 
 
-def _finish(response: Mapping[str, Any], event_type: str, called: bool) -> str:
+def _finish(response: Mapping[str, Any], event_type: str, called: bool, limit: int | None) -> str:
     """Why the answer ended: ``length`` (or the reason given) when it is incomplete,
-    ``tool_calls`` when it called functions, else ``stop``."""
+    ``tool_calls`` when it called functions, else ``stop``; but ``length`` too when the
+    answer used all of the request's ``max_output_tokens`` (``limit``): Ollama and
+    llama-server say ``completed`` for an answer cut there."""
     if event_type == "response.incomplete" or response.get("status") == "incomplete":
         details = response.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, Mapping) else None
         return "length" if reason in (None, "max_output_tokens") else str(reason)
-    return "tool_calls" if called else "stop"
+    if called:
+        return "tool_calls"
+    usage = response.get("usage")
+    used = usage.get("output_tokens") if isinstance(usage, Mapping) else None
+    if limit is not None and isinstance(used, int) and used >= limit:
+        return "length"
+    return "stop"
 
 
 def _final_chunk(
-    response: Mapping[str, Any], event_type: str, called: bool, timings: Any
+    response: Mapping[str, Any], event_type: str, called: bool, timings: Any, limit: int | None
 ) -> dict[str, Any]:
+    finish = _finish(response, event_type, called, limit)
     chunk: dict[str, Any] = {
         "id": response.get("id"),
         "object": "chat.completion.chunk",
         "model": response.get("model"),
-        "choices": [
-            {"index": 0, "delta": {}, "finish_reason": _finish(response, event_type, called)}
-        ],
+        "choices": [{"index": 0, "delta": {}, "finish_reason": finish}],
     }
     usage = _usage(response)
     if usage is not None:
@@ -257,11 +264,16 @@ def _delta(delta: dict[str, Any]) -> dict[str, Any]:
 
 class ResponsesEvents:
     """One Responses stream's events turned into chat completions chunks (see the module's
-    docstring), with what the stream has told so far."""
+    docstring), with what the stream has told so far.
 
-    __slots__ = ("_calls", "_streamed", "finish_reason", "model", "response_id")
+    Args:
+        limit: The request's ``max_output_tokens``, if it set one.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_calls", "_limit", "_streamed", "finish_reason", "model", "response_id")
+
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = limit
         #: Function-call item ids by their order (the chat chunks' tool call index).
         self._calls: dict[str, int] = {}
         #: Items (by id) whose deltas have come: their ``.done`` adds nothing.
@@ -317,7 +329,7 @@ class ResponsesEvents:
             if not isinstance(response, Mapping):
                 response = {}
             timings = event.get("timings") or response.get("timings")
-            chunk = _final_chunk(response, str(kind), bool(self._calls), timings)
+            chunk = _final_chunk(response, str(kind), bool(self._calls), timings, self._limit)
             self.finish_reason = chunk["choices"][0]["finish_reason"]
             return chunk
         return None
@@ -365,10 +377,10 @@ class ResponsesEvents:
         )
 
 
-def response_to_completion(body: Mapping[str, Any]) -> dict[str, Any]:
+def response_to_completion(body: Mapping[str, Any], limit: int | None = None) -> dict[str, Any]:
     """A whole Responses answer (``"object": "response"``) as a ``chat.completion``: the
     message items' text, the reasoning items' text, the function calls, the finish reason
-    and the usage."""
+    (``limit``: the request's ``max_output_tokens``) and the usage."""
     text: list[str] = []
     reasoning: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -414,7 +426,7 @@ def response_to_completion(body: Mapping[str, Any]) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": message,
-                "finish_reason": _finish(body, "", bool(calls)),
+                "finish_reason": _finish(body, "", bool(calls), limit),
             }
         ],
     }
