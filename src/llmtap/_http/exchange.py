@@ -303,9 +303,8 @@ class Exchange:
         config = self.config
         if content_type in _JSON_TYPES:
             return self._whole(
-                sink, on_first, on_end, on_failure, on_close, chat=True,
-                responses=(output_limit,) if responses else None,
-            )  # fmt: skip
+                sink, on_first, on_end, on_failure, on_close, chat=True, output_limit=output_limit
+            )
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type, on_failure, on_close)
         decoder: ChunkDecoder
@@ -349,7 +348,7 @@ class Exchange:
         *,
         chat: bool,
         decode: Callable[[dict[str, Any]], Any] | None = None,
-        responses: tuple[int | None] | None = None,
+        output_limit: int | None = None,
     ) -> AsyncGenerator[Any, None]:
         """A whole JSON answer as one item: a chat answer as one chunk (or the sink's events
         for it), anything else as the object."""
@@ -360,8 +359,8 @@ class Exchange:
             if not chat:
                 items: Sequence[Any] = [obj if decode is None else decode(obj)]
             elif sink is not None:
-                if responses is not None and "output" in obj:  # a whole Responses answer
-                    obj = response_to_completion(obj, responses[0])
+                if obj.get("object") == "response":  # a whole Responses answer (read_json)
+                    obj = response_to_completion(obj, output_limit)
                 items = sink.take_whole(obj)
             else:
                 items = [completion_to_chunk(obj) if "choices" in obj else obj]
