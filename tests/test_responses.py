@@ -19,6 +19,7 @@ from llmtap import (
     LLMResponseError,
     LLMStreamInterrupted,
     Message,
+    RequestFinished,
     TextDelta,
     ToolCall,
 )
@@ -92,7 +93,12 @@ async def test_the_same_answer_gives_an_equal_chat_result(
     reply, params = ANSWERS[answer]
     chat = await _answer(dialect, "openai", reply, params, how=how)
     responses = await _answer(dialect, "responses", reply, params, how=how)
-    left_out = _differences(dialect, answer) | {"timings"}
+    left_out = _differences(dialect, answer) | {"timings", "response_id"}
+    # Each API names its answers its own way; the id is the server's, whole.
+    assert chat.response_id
+    assert chat.response_id.startswith("chatcmpl")
+    assert responses.response_id
+    assert responses.response_id.startswith("resp_")
     if dialect == "llamacpp" and answer == "two tool calls":
         left_out |= {"message", "tool_calls"}  # its call ids are call_<id> (checked below)
         assert [call.id for call in responses.tool_calls] == ["call_c1", "call_c2"]
@@ -102,6 +108,33 @@ async def test_the_same_answer_gives_an_equal_chat_result(
     if answer == "two tool calls":
         assert responses.finish_reason == "tool_calls"
         assert [call.arguments for call in responses.tool_calls] == [c.arguments for c in CALLS]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("api", ["responses", "openai", "ollama"])
+async def test_the_result_carries_the_answer_id_the_hooks_saw(api: str, stream: bool) -> None:
+    """``ChatResult.response_id`` is the server's id for the answer, the one the
+    ``RequestFinished`` record names (what ``previous_response_id`` takes over the Responses
+    API); Ollama's native API gives none."""
+    finished: list[Any] = []
+    async with TestServer(dialect="ollama") as server:
+        server.script(Reply(text="Fine."))
+        config = LLMConfig(
+            endpoint=server.url,
+            model=server.models[0],
+            api=api,  # type: ignore[arg-type]
+            hooks=[lambda record: finished.append(record)],
+        )
+        async with LLMClient(config) as client:
+            result = await client.chat(QUESTION, stream=stream)
+    [record] = [record for record in finished if type(record) is RequestFinished]
+    assert result.response_id == record.response_id
+    if api == "ollama":
+        assert result.response_id is None
+    else:
+        prefix = "resp_" if api == "responses" else "chatcmpl-"
+        assert result.response_id is not None
+        assert result.response_id.startswith(prefix)
 
 
 @pytest.mark.parametrize("how", ["chat()", "chat(stream=False)"])
@@ -141,7 +174,31 @@ async def test_previous_response_id_where_responses_are_not_kept(
                 await client.chat(QUESTION, previous_response_id="resp_123")
     assert caught.value.status_code == status
     assert says in (caught.value.server_message or "").lower() or says in str(caught.value)
+    # ... and what to do: send the conversation; vLLM keeps responses only when told to.
+    assert "send the whole conversation instead of previous_response_id" in str(caught.value)
+    assert "VLLM_ENABLE_RESPONSES_API_STORE=1" in str(caught.value)
     assert len(server.responses_requests) == 1
+
+
+async def test_a_server_without_the_responses_api_is_named_with_what_to_use() -> None:
+    """A server with no ``/v1/responses`` (llama-cpp-python, an Ollama before 0.13.3) answers
+    404: the error says the endpoint has no Responses API and names ``api='openai'``; an
+    unknown model's 404 on the same route says nothing of the kind."""
+    async with TestServer(dialect="ollama", version="0.12.0") as server:
+        config = LLMConfig(endpoint=server.url, model=server.models[0], api="responses")
+        async with LLMClient(config) as client:
+            with pytest.raises(LLMResponseError) as caught:
+                await client.chat(QUESTION)
+    async with TestServer(dialect="ollama", accept_any_model=False) as server:
+        config = LLMConfig(endpoint=server.url, model="nope", api="responses")
+        async with LLMClient(config) as client:
+            with pytest.raises(LLMResponseError) as unknown:
+                await client.chat(QUESTION)
+    assert unknown.value.status_code == 404
+    assert caught.value.status_code == 404
+    assert "has no Responses API" in str(caught.value)
+    assert "api='openai'" in str(caught.value)
+    assert "has no Responses API" not in str(unknown.value)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

@@ -167,6 +167,10 @@ class ChatResult(BaseModel):
         server: The kind of server: ``"ollama"``, ``"llama.cpp"``, ``"vllm"`` or
             ``"openai-compatible"``.
         warnings: Things worth knowing that did not stop the answer.
+        response_id: The answer's id as the server gave it (``chatcmpl-...`` over chat
+            completions, ``resp_...`` over the Responses API, which a later request can name
+            as ``previous_response_id``); ``None`` where the server gives none (Ollama's
+            native API).
         cached: Whether the answer came from the response cache (``LLMConfig(cache=...)``),
             or from an identical call made at the same time, rather than from a request of
             its own. Its ``usage`` and ``timings`` are those of the request that got it.
@@ -194,6 +198,7 @@ class ChatResult(BaseModel):
     model: str | None = None
     server: str | None = None
     warnings: tuple[str, ...] = ()
+    response_id: str | None = None
     cached: bool = False
 
 

@@ -357,7 +357,9 @@ async def build_result(call: Call) -> ChatResult:
         warning = await _truncation_warning(upstream, request, prompt_tokens)
         if warning:
             warnings.append(warning)
-    return accumulator.result(server=server, timings=timings, warnings=warnings)
+    return accumulator.result(
+        server=server, timings=timings, warnings=warnings, response_id=progress.response_id
+    )
 
 
 async def _truncation_warning(

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from llmtap import LLMClient, LLMStreamError, LLMStreamInterrupted, Message
+from llmtap import (
+    LLMClient,
+    LLMResponseError,
+    LLMStreamError,
+    LLMStreamInterrupted,
+    Message,
+)
 from llmtap._wire.chunks import CUT_BY_NEWER_REQUEST
 from tests.realserver.conftest import no_eos, realserver_client, require
 from tests.realserver.llamaserver import MODEL_ALIAS, LlamaServer
@@ -127,6 +133,19 @@ async def test_the_request_after_an_empty_200_is_answered(llama_server: LlamaSer
             await client.chat(TOO_LONG)
         result = await client.chat(QUESTION, seed=STOP_SEED, max_tokens=LONG, stream=False)
     assert result.finish_reason == "stop"
+
+
+async def test_the_responses_api_it_lacks_is_named_with_what_to_use(
+    llama_server: LlamaServer,
+) -> None:
+    """llama-cpp-python has no ``/v1/responses`` (a 404 ``Not Found``): ``api="responses"``
+    fails at once with an error that says so and names chat completions, ``api='openai'``."""
+    async with realserver_client(llama_server, api="responses") as client:
+        with pytest.raises(LLMResponseError) as caught:
+            await client.chat(QUESTION, seed=STOP_SEED, max_tokens=8)
+    assert caught.value.status_code == 404
+    assert "has no Responses API" in str(caught.value)
+    assert "api='openai'" in str(caught.value)
 
 
 # --- concurrent requests -------------------------------------------------------------------

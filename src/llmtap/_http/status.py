@@ -121,6 +121,8 @@ def response_error(
         message = f"Not found (404): {said}"
     else:
         message = f"The server answered {status}{colon}"
+    if route == "request" and url.rstrip("/").endswith("/responses"):
+        message += _responses_hint(status, said, url)
     cls = LLMRateLimitError if status == 429 else LLMResponseError
     return cls(
         message,
@@ -134,6 +136,26 @@ def response_error(
         url=url,
         request_id=request_id_of(headers),
     )
+
+
+def _responses_hint(status: int | None, said: str, url: str) -> str:
+    """What to do about a refused Responses API request: a server that keeps no responses
+    (llama-server's 400 for ``previous_response_id``; vLLM's 404 for an id it never stored,
+    as its store is off by default), or one with no Responses API at all (a 404 that names
+    no model nor response: llama-cpp-python, older Ollama)."""
+    lowered = said.lower()
+    if "previous_response_id" in lowered or (status == 404 and "response with id" in lowered):
+        return (
+            ". This server keeps no earlier responses (vLLM keeps them only when started with "
+            "VLLM_ENABLE_RESPONSES_API_STORE=1; llama-server never does), or no longer this "
+            "one: send the whole conversation instead of previous_response_id"
+        )
+    if status in (404, 405) and "model" not in lowered:
+        return (
+            f". {url} has no Responses API (the server is older or does not offer it): use "
+            "chat completions, api='openai' (llmtap chat --api openai)"
+        )
+    return ""
 
 
 def timeout_error(

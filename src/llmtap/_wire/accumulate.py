@@ -534,6 +534,7 @@ class Accumulator:
         server: str | None = None,
         timings: Timings | None = None,
         warnings: Sequence[str] = (),
+        response_id: str | None = None,
     ) -> ChatResult:
         """Build the final result from everything fed so far.
 
@@ -545,6 +546,7 @@ class Accumulator:
             server: The kind of server, as the caller knows it.
             timings: Durations the caller measured.
             warnings: Notes to pass on to the caller.
+            response_id: The answer's id, as the server gave it.
 
         Raises:
             LLMStreamError: A tool call has no name, or its arguments are not a JSON object
@@ -578,4 +580,5 @@ class Accumulator:
             model=self._model,
             server=server,
             warnings=tuple(warnings),
+            response_id=response_id,
         )

@@ -321,8 +321,11 @@ class ResponsesEvents:
             if isinstance(response, Mapping):
                 self.response_id = response.get("id") or self.response_id
                 self.model = response.get("model") or self.model
+                # The answer's id and model (llama-server names no model until the end).
+                chunk: dict[str, Any] = {"id": self.response_id, "choices": []}
                 if self.model is not None:
-                    return {"id": self.response_id, "model": self.model, "choices": []}
+                    chunk["model"] = self.model
+                return chunk
             return None
         if kind in TERMINAL:
             response = event.get("response")

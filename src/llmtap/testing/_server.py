@@ -45,6 +45,24 @@ _DEFAULT_VERSIONS: dict[str, str] = {
     "vllm": "0.12.0",
     "llamacpp": catalog.LLAMACPP_BUILD,
 }
+#: The first versions that serve ``/v1/responses`` (Ollama 0.13.3, vLLM 0.10); earlier ones
+#: answer it as an unknown route.
+_RESPONSES_SINCE: dict[str, tuple[int, ...]] = {"ollama": (0, 13, 3), "vllm": (0, 10)}
+
+
+def _has_responses_api(dialect: str, version: str) -> bool:
+    """Whether the imitated server, at ``version``, serves the Responses API (a version
+    that is not dotted numbers is taken as a recent one)."""
+    since = _RESPONSES_SINCE.get(dialect)
+    if since is None:
+        return True
+    try:
+        numbers = tuple(int(part) for part in version.split("."))
+    except ValueError:
+        return True
+    return numbers >= since
+
+
 _RESPONSES_PATHS: dict[str, frozenset[str]] = {
     "ollama": frozenset({"/v1/responses"}),
     "llamacpp": frozenset({"/v1/responses", "/responses"}),
@@ -193,7 +211,9 @@ class TestServer:
         loading: llama.cpp only: answer every route with 503 ``Loading model``.
         version: What Ollama's ``/api/version`` and vLLM's ``/version`` report, and
             llama.cpp's build (``build_info`` in ``/props``, and every answer's
-            ``system_fingerprint``; default ``b6500-1a2b3c4d``).
+            ``system_fingerprint``; default ``b6500-1a2b3c4d``). An Ollama before 0.13.3 and
+            a vLLM before 0.10 have no ``/v1/responses`` (it answers 404, as an unknown
+            route).
         loaded_models: The models Ollama's ``/api/ps`` lists (default: none).
         pull_registry: Ollama only: the models ``POST /api/pull`` can download (names as
             given to pull; ``qwen3`` means ``qwen3:latest``). ``None`` (the default): any name.
@@ -521,10 +541,11 @@ class TestServer:
         flavor: Flavor = self.dialect  # Ollama's /v1 layer is the "ollama" flavor
         routes: dict[tuple[str, str], _Handler] = {
             ("POST", "/v1/chat/completions"): chat(flavor),
-            ("POST", "/v1/responses"): self._responses,
             ("POST", "/v1/embeddings"): self._openai_embeddings,
             ("GET", "/v1/models"): static(self._list_models),
         }
+        if _has_responses_api(self.dialect, self.version):
+            routes[("POST", "/v1/responses")] = self._responses
         if self.dialect == "ollama":
             routes |= {
                 ("GET", "/"): static(lambda: web.Response(text="Ollama is running")),
