@@ -370,28 +370,6 @@ async def test_a_server_killed_mid_run_loses_no_line(tmp_path: Path) -> None:
     assert min(after_stop) > 300
 
 
-async def test_readme_batch_example_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The README's bulk-jobs example, as written, over two loopback servers (their URLs in
-    place of gpu1 and gpu2)."""
-    import re
-
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    example = next(block for block in blocks if "llmtap.batch.run(" in block)
-    monkeypatch.chdir(tmp_path)
-    write_lines(tmp_path / "tickets.jsonl", [{"prompt": f"ticket {n}"} for n in range(20)])
-    async with TestServer(models=["qwen3"]) as a, TestServer(models=["qwen3"]) as b:
-        code = example.replace("asyncio.run(main())", "")
-        code = code.replace('"http://gpu1:11434", "http://gpu2:11434"', f'"{a.url}", "{b.url}"')
-        namespace: dict[str, Any] = {}
-        exec(compile(code, "README.md", "exec"), namespace)
-        await namespace["main"]()
-    assert len(answers(tmp_path / "answers.jsonl")) == 20
-    assert "20 answered, {} failed" in capsys.readouterr().out
-
-
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import re
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -71,25 +68,3 @@ def test_fields_ride_along_in_extra() -> None:
         """
     )
     assert out.stdout == "llm_retry [('attempt', 2), ('url', 'http://x')]\n"
-
-
-def test_readme_structlog_recipe_gives_the_fields_as_keys() -> None:
-    """The README's structlog recipe, run as written, renders an llmtap event as JSON with
-    the event name, the level and each field as a key of its own."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    recipe = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "structlog" in b)
-    code = recipe + textwrap.dedent(
-        """
-        from llmtap._log import get_logger
-        get_logger().warning("llm_retry", attempt=1, url="http://x")
-        """
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert json.loads(out.stderr) == {
-        "event": "llm_retry",
-        "level": "warning",
-        "attempt": 1,
-        "url": "http://x",
-    }

@@ -401,23 +401,3 @@ def test_import_llmtap_imports_no_opentelemetry() -> None:
         "assert 'opentelemetry.trace' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
-
-
-def test_readme_otel_line_installs_the_hook() -> None:
-    """The README's one line turns llmtap.otel on for every call (and is undone here)."""
-    import re
-    from pathlib import Path
-
-    import llmtap.otel
-    from llmtap._hooks import installed
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    example = next(block for block in blocks if "llmtap.otel.instrument()" in block)
-    exec(compile(example, "README.md", "exec"), {})
-    try:
-        hooks = installed()
-        assert hooks is not None
-    finally:
-        llmtap.otel.uninstrument()
-    assert installed() is None

@@ -182,33 +182,3 @@ def test_import_llmtap_imports_no_prometheus_client() -> None:
         "assert 'prometheus_client' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-async def test_readme_prometheus_example_runs() -> None:
-    """The README's Prometheus example, as written (the HTTP server on a free port): its
-    metrics are served with the client's and the router's figures."""
-    import re
-
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    example = next(block for block in blocks if "llmtap.prometheus.hooks()" in block)
-    from prometheus_client import REGISTRY
-
-    started: list[int] = []
-
-    def start_http_server(port: int) -> None:
-        started.append(port)
-
-    code = example.replace("from prometheus_client import start_http_server\n", "")
-    namespace: dict[str, Any] = {"start_http_server": start_http_server}
-    exec(compile(code, "README.md", "exec"), namespace)
-    try:
-        assert started == [9100]
-        from prometheus_client import generate_latest
-
-        text = generate_latest(REGISTRY).decode()
-        assert 'llmtap_endpoint_up{endpoint="http://gpu1:11434"} 1.0' in text
-        assert 'llmtap_endpoint_up{endpoint="http://gpu2:11434"} 1.0' in text
-    finally:
-        await namespace["client"].close()
-        await namespace["router"].close()

@@ -25,14 +25,13 @@ from typing import Any
 import pytest
 
 from llmtap.testing import RecordedRequest, Reply, TestServer, echo_reply
+from tests.docs.markdown import example
 
 _INSTALL = "pip install -e '.[dev]' (it has llmtap[ray], that is ray[data])"
 ROWS = 2000
 #: Requests in flight per actor (ChatProcessor's concurrency), and the actors.
 PER_ACTOR = 16
 ACTORS = 2
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _installed_ray() -> tuple[int, int]:
@@ -268,32 +267,28 @@ async def test_each_batch_format_is_read(ray: Any) -> None:
         processor(numpy_batch)
 
 
-async def test_readme_ray_example_runs(ray: Any, tmp_path: Path) -> None:
-    """The README's Ray example, as written, but for ray.init() (this module started Ray),
-    the servers (two loopback servers in place of gpu1 and gpu2), the actor count (one: a
-    40-row file is one block) and the files (in a temporary directory): the answers are
-    written to Parquet, one row per question."""
-    import re
-
+async def test_docs_ray_example_runs(ray: Any, tmp_path: Path) -> None:
+    """The docs' Ray example (tests/docs runs the others), as written, but for ray.init()
+    (this module started Ray), the servers (two loopback servers in place of gpu1 and gpu2),
+    the actor count (one: a 40-row file is one block) and the files (in a temporary
+    directory): the answers are written to Parquet, one row per question."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    example = next(block for block in blocks if "ChatProcessor" in block)
+    block = example("ChatProcessor")
     pq.write_table(
         pa.table({"prompt": [f"q{n}" for n in range(40)]}), tmp_path / "questions.parquet"
     )
     async with TestServer(models=["qwen3"]) as a, TestServer(models=["qwen3"]) as b:
         code = (
-            example.replace("ray.init()", "")
+            block.body.replace("ray.init()", "")
             .replace('"http://gpu1:11434", "http://gpu2:11434"', f'"{a.url}", "{b.url}"')
             .replace("ActorPoolStrategy(size=4)", "ActorPoolStrategy(size=1)")
             # Ray's workers do not share this process's working directory
             .replace('"questions.parquet"', f'"{tmp_path}/questions.parquet"')
             .replace('write_parquet("answers")', f'write_parquet("{tmp_path}/answers")')
         )
-        await asyncio.to_thread(exec, compile(code, "README.md", "exec"), {})
+        await asyncio.to_thread(exec, compile(code, block.where, "exec"), {})
     table = pq.read_table(tmp_path / "answers")
     assert sorted(table.column("text").to_pylist()) == sorted(f"echo: q{n}" for n in range(40))
     assert set(table.column("error").to_pylist()) == {None}

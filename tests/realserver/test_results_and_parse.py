@@ -1,5 +1,5 @@
 """ChatResult's usage and timings, and parse(), against llama-cpp-python (issue 21, items 5-7);
-the README's stream() example against both servers.
+the docs' stream() example against both servers.
 
 llama-cpp-python 0.3.36 sends no usage when streaming, and takes structured output as
 ``{"type": "json_object", "schema": ...}`` rather than OpenAI's ``json_schema``: it answers 500
@@ -10,12 +10,12 @@ once in the shape it takes, and from then on sends that shape to that server.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 from llmtap import AttemptFailed, HookRecord, LLMClient, LLMParseError, Message, Usage
+from tests.docs.markdown import example
 from tests.realserver.conftest import Served, realserver_client
 from tests.realserver.llamaserver import LlamaServer
 
@@ -51,22 +51,20 @@ class Records:
 
 
 QUESTION = [Message.user("Tell me about the water.")]
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def test_readme_stream_example_runs_on_both_servers(
+def test_docs_stream_example_runs_on_both_servers(
     served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The README's stream() example, run as written (asyncio.run included) against each
+    """The docs' stream() example, run as written (asyncio.run included) against each
     server: llama-cpp-python sends no usage when streaming, and it prints the tokens
     (counted) and the speed instead of failing on a missing usage; llama-server sends both.
     A figure nothing measured is left out, as the example says: the example sends no seed,
     and an answer the model ends at once (no text) has no first token and no speed (CI saw
     it once on llama-server)."""
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    example = next(block for block in blocks if "client.stream(" in block)
+    block = example("async with client.stream(question) as stream:")
     monkeypatch.setenv("LLMTAP_ENDPOINT", served.url)  # the example names no endpoint
-    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    exec(compile(block.body, block.where, "exec"), {"__name__": "readme"})
     last = capsys.readouterr().out.splitlines()[-1]
     assert re.fullmatch(
         r"(stop|length): \d+ tokens(, \d+\.\d tokens/s)?(, first token after \d+\.\d\d s)?",
