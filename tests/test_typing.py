@@ -1,4 +1,4 @@
-"""The README's examples, and a file that uses the public API as a user would, pass
+"""The examples of the README and the docs, and a file that uses the public API as a user would, pass
 ``mypy --strict`` in a user's project: no pydantic mypy plugin (issue 21, item 4)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ USER_CONFIG = "[mypy]\nstrict = true\npython_version = 3.11\n"
 
 
 def documentation() -> list[Path]:
-    """The README and every Markdown file under docs/, if there is one."""
+    """The README and every page of the docs."""
     return [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
 
 
@@ -36,9 +36,10 @@ def mypy(directory: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_readme_has_python_examples() -> None:
-    """The check below has something to check: the README's library examples."""
-    assert len(python_blocks(ROOT / "README.md")) >= 5
+def test_the_docs_have_python_examples() -> None:
+    """The check below has something to check: the README's example and the guides'."""
+    assert python_blocks(ROOT / "README.md")
+    assert sum(len(python_blocks(path)) for path in documentation()) >= 15
 
 
 def test_docs_examples_and_the_api_file_pass_mypy_strict_without_plugins(

@@ -162,7 +162,7 @@ def _image_url(image: bytes | str) -> str:
 class Message(BaseModel):
     """One message of a conversation.
 
-    Args:
+    Attributes:
         role: ``"system"``, ``"user"``, ``"assistant"`` or ``"tool"``.
         content: The text. ``None`` is allowed for an assistant message that calls tools, and
             for a user message that carries only images.

@@ -96,7 +96,9 @@ async def test_clear_older_than_keeps_the_fresh_answers(cli: Runner) -> None:
     async with TestServer(dialect="ollama") as server:
         await cli("chat", "-e", server.url, "--temperature", "0", "Hi", env=env)
     result = await cli("cache", "clear", "--older-than", "1h")
-    assert result.out.startswith("deleted 0 answers kept more than 3600 s ago from ")
+    assert result.out.startswith("deleted 0 answers kept more than 1h ago from ")  # as typed
+    result = await cli("cache", "clear", "--older-than", "90")
+    assert result.out.startswith("deleted 0 answers kept more than 90 s ago from ")
     assert (await cache_info(cli))["answers"] == 1
 
 

@@ -45,7 +45,9 @@ def kind_of(url: str) -> str:
 class Farm:
     """The servers of one example or transcript, started as its text names them."""
 
-    def __init__(self) -> None:
+    def __init__(self, ollama_models: list[str] | None = None) -> None:
+        #: The models an Ollama stand-in has (transcripts: one, as ``serve-test``'s).
+        self.ollama_models = ollama_models or _MODELS["ollama"]
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="docs-servers", daemon=True
@@ -58,14 +60,16 @@ class Farm:
         """Run ``coro`` on the servers' loop and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(60)
 
-    def server(self, url: str = DEFAULT, **options: Any) -> TestServer:
-        """The stand-in for the server at ``url`` (started on first use, with ``options``)."""
+    def server(self, url: str = DEFAULT, kind: str | None = None, **options: Any) -> TestServer:
+        """The stand-in for the server at ``url`` (started on first use, of the ``kind`` its
+        port names unless given, with ``options``)."""
         match = DOC_URL.match(url)
         key = match.group(0) if match else url
         found = self.servers.get(key)
         if found is None:
-            kind = kind_of(key)
-            options.setdefault("models", _MODELS[kind])
+            kind = kind or kind_of(key)
+            models = self.ollama_models if kind == "ollama" else _MODELS[kind]
+            options.setdefault("models", models)
 
             async def start() -> TestServer:
                 server = TestServer(dialect=kind, **options)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import json
 import logging
@@ -375,7 +376,9 @@ def chat_tools(run: Run) -> Iterator[Check]:
 @scenario
 def models_table(run: Run) -> Iterator[Check]:
     """An Ollama with two models, one of them loaded."""
-    run.farm.server().loaded_models = ["llama3.2:latest"]
+    server = run.farm.server()
+    server.models = ["llama3.2:latest", "qwen3:8b"]
+    server.loaded_models = ["llama3.2:latest"]
     yield lambda out: None
 
 
@@ -384,4 +387,69 @@ def batch_cli(run: Run) -> Iterator[Check]:
     """``tickets.jsonl`` of three prompts."""
     lines = [json.dumps({"custom_id": f"t{n}", "prompt": f"ticket {n}"}) for n in range(1, 4)]
     (run.home / "tickets.jsonl").write_text("\n".join(lines) + "\n")
+    yield lambda out: None
+
+
+@scenario
+def truncation(run: Run) -> Iterator[Check]:
+    """An Ollama running qwen3 with a 4096-token context: the first prompt fills it (4096
+    tokens), the second, with ``num_ctx=16384``, does not."""
+    server = run.farm.server()
+    server.loaded_models = ["qwen3:latest"]
+    server.context_length = 4096
+    server.script(Reply(text="The contract says...", usage=(4096, 5)))
+    server.script(Reply(text="The contract says...", usage=(5210, 5)))
+
+    def check(out: str) -> None:
+        assert out.splitlines() == [
+            "warning: The prompt filled the whole context (4096 of 4096 tokens): Ollama "
+            "dropped the oldest messages to fit. Pass num_ctx=<larger> to keep them",
+            "()",
+        ]
+        assert server.chat_requests[1].json["options"] == {"num_ctx": 16384}
+
+    yield check
+
+
+@scenario
+def tls(run: Run) -> Iterator[Check]:
+    """The files the example names, in the working directory (building the config and the
+    client reads no certificate: the first request does)."""
+    for name in ("ca.pem", "client.pem", "client.key"):
+        (run.home / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    yield lambda out: None
+
+
+@scenario
+def llama_cpp_python(run: Run) -> Iterator[Check]:
+    """llama-cpp-python's server on its port, 8000 (a llama.cpp stand-in: one model, any
+    name accepted): every question answered, one at a time."""
+    server = run.farm.server("http://localhost:8000", kind="llamacpp")
+
+    def check(out: str) -> None:
+        assert len(server.chat_requests) == 3
+        assert out.count("stop echo: Summarise chapter") == 3
+
+    yield check
+
+
+@scenario
+def thinking(run: Run) -> Iterator[Check]:
+    """A model that thinks aloud before it answers (as ``llmtap serve-test --think``): one
+    line of reasoning, then the echo."""
+    from llmtap.testing import RecordedRequest, echo_reply
+
+    def think(request: RecordedRequest) -> Reply:
+        reply = echo_reply(request)
+        return dataclasses.replace(
+            reply, reasoning=f"The user said: {reply.text.removeprefix('echo: ')}"
+        )
+
+    run.farm.server().fallback = think
+    yield lambda out: None
+
+
+@scenario
+def logs(run: Run) -> Iterator[Check]:
+    """An empty home: the log starts with the transcript's first call."""
     yield lambda out: None

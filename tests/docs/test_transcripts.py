@@ -13,6 +13,7 @@ previous command's exit code.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import signal
@@ -25,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.docs.farm import Farm
-from tests.docs.markdown import ROOT, Block, Step, blocks, documents, steps, transcript
+from tests.docs.markdown import Block, Step, blocks, documents, steps, transcript
 from tests.docs.scenarios import SCENARIOS, Run
 from tests.docs.test_examples import isolate
 
@@ -41,6 +42,7 @@ _MEASURED = [
     (re.compile(r"\b[0-9a-f]{12,}\b"), "<id>"),
     (re.compile(r"\b(?:resp|chatcmpl|call)[-_][0-9A-Za-z]+"), "<id>"),
 ]
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[=>]|\r")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _RULE = re.compile(r"[─━═┄]+")
 
@@ -55,6 +57,12 @@ def normalise(text: str, *, loose: bool = False) -> str:
         text = _RULE.sub("─", text)
         text = re.sub(r"[ \t]+", " ", text)
     return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+
+
+def _plain(terminal: str) -> str:
+    """What a terminal shows of ``terminal``'s text: no escape sequences, no carriage
+    returns."""
+    return _CONTROL.sub("", terminal)
 
 
 def test_the_docs_have_transcripts() -> None:
@@ -76,12 +84,18 @@ class Shell:
 
     def run(self, step: Step) -> str:
         """Run ``step``'s command and return what it printed, as the docs would show it."""
-        command = self.farm.rewrite(step.command).replace("$?", str(self.status))
-        if command.rstrip().endswith("&"):
-            self._start(command.rstrip()[:-1])
+        command = step.command
+        for actual, shown in self.aliases.items():  # a server this transcript started
+            command = command.replace(shown, actual)
+        command = self.farm.rewrite(command).replace("$?", str(self.status))
+        background = re.fullmatch(r"(.*?)\s*&\s*(?:#.*)?", command)
+        if background:
+            self._start(background.group(1))
             return ""
         if "\n^C" in "\n" + step.output:
             printed = self._interrupt(command)
+        elif "\n>>> " in "\n" + step.output:
+            printed = self._session(command, step.output)
         else:
             done = subprocess.run(
                 ["bash", "-c", command],
@@ -103,7 +117,8 @@ class Shell:
         printed = self.farm.unrewrite(printed)
         for actual, shown in self.aliases.items():
             printed = printed.replace(actual, shown)
-        return printed.replace(str(self.home), "~").rstrip("\n")
+        printed = printed.replace(str(self.home), "~")
+        return "\n".join(line.rstrip() for line in printed.splitlines()).strip("\n")
 
     def _start(self, command: str) -> None:
         """A server in the background: ``llmtap serve-test`` on a free port, which the
@@ -145,6 +160,31 @@ class Shell:
         self.status = process.returncode
         return "\n".join([*lines, "^C", rest.rstrip("\n")])
 
+    def _session(self, command: str, shown: str) -> str:
+        """An interactive ``llmtap chat`` session on a terminal (a pseudo-terminal here):
+        each ``>>> `` line of the page is typed at the prompt, then the session ends."""
+        import pexpect
+
+        typed = [line[4:] for line in shown.splitlines() if line.startswith(">>> ")]
+        log = io.StringIO()
+        child = pexpect.spawn(
+            "bash",
+            ["-c", command],
+            cwd=str(self.home),
+            env={**self.env, "TERM": "dumb"},
+            encoding="utf-8",
+            timeout=30,
+            dimensions=(50, 100),
+        )
+        child.logfile_read = log
+        for text in typed:
+            child.expect_exact(">>> ")
+            child.sendline(text)
+        child.expect(pexpect.EOF)
+        child.close()
+        self.status = child.exitstatus or 0
+        return _plain(log.getvalue())
+
     @staticmethod
     def _listening(process: subprocess.Popen[str], lines: list[str] | None = None) -> str:
         """The URL a starting ``serve-test`` says it listens on."""
@@ -174,7 +214,7 @@ class Shell:
 @contextlib.contextmanager
 def shell(block: Block, home: Path) -> Iterator[tuple[Shell, Run]]:
     """The transcript's servers (as its scenario sets them up) and a shell to run it in."""
-    with pytest.MonkeyPatch.context() as monkeypatch, Farm() as farm:
+    with pytest.MonkeyPatch.context() as monkeypatch, Farm(["llama3.2:latest"]) as farm:
         run = Run(farm, home, block.body, {}, monkeypatch)
         with contextlib.contextmanager(SCENARIOS[block.scenario])(run):
             env = {
@@ -195,8 +235,9 @@ def shell(block: Block, home: Path) -> Iterator[tuple[Shell, Run]]:
 def _write_back(block: Block, made: str) -> None:
     """Put the transcript this run made into the page, in place of the block's body."""
     text = block.path.read_text(encoding="utf-8")
-    assert text.count(block.body) >= 1, f"{block.where} changed while the test ran"
-    start = text.index(block.body, block.start - 200 if block.start > 200 else 0)
+    found = [match.start() for match in re.finditer(re.escape(block.body), text)]
+    assert found, f"{block.where} changed while the test ran"
+    start = min(found, key=lambda at: abs(at - block.start))  # earlier blocks may have grown
     block.path.write_text(text[:start] + made + text[start + len(block.body) :], "utf-8")
 
 

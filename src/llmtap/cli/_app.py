@@ -1001,7 +1001,7 @@ def cache_clear(
         from llmtap.cli._cache import cache_clear_command, parse_duration
 
         seconds = parse_duration(older_than) if older_than is not None else None
-        return cache_clear_command(_cache_file(config), older_than=seconds)
+        return cache_clear_command(_cache_file(config), older_than=seconds, as_given=older_than)
 
     run(body, debug=debug)
 

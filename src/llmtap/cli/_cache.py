@@ -65,13 +65,21 @@ def cache_info_command(path: Path, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def cache_clear_command(path: Path, *, older_than: float | None) -> int:
-    """Delete the cache's answers (those older than ``older_than`` seconds, when given)."""
+def cache_clear_command(
+    path: Path, *, older_than: float | None, as_given: str | None = None
+) -> int:
+    """Delete the cache's answers (those older than ``older_than`` seconds, when given;
+    ``as_given``: the duration as the user wrote it, which the report repeats)."""
     out, _ = consoles()
     if not path.is_file():
         out.print(f"deleted 0 answers (there is no cache at {path})", markup=False)
         return EXIT_OK
     deleted = clear_cache(path, older_than=older_than)
-    which = f" kept more than {older_than:g} s ago" if older_than is not None else ""
+    which = ""
+    if older_than is not None:
+        shown = as_given.strip() if as_given is not None else f"{older_than:g}"
+        if shown.replace(".", "", 1).isdigit():
+            shown += " s"
+        which = f" kept more than {shown} ago"
     out.print(f"deleted {plural(deleted, 'answer')}{which} from {path}", markup=False)
     return EXIT_OK
