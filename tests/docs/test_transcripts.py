@@ -41,6 +41,8 @@ _MEASURED = [
     (re.compile(r"\b\d{4}-\d\d-\d\d(?:[ T]\d\d:\d\d(?::\d\d)?)?"), "<date>"),
     (re.compile(r"\b[0-9a-f]{12,}\b"), "<id>"),
     (re.compile(r"\b(?:resp|chatcmpl|call)[-_][0-9A-Za-z]+"), "<id>"),
+    # a file of a few hundred bytes whose JSON holds measured times
+    (re.compile(r"\b\d+ B\b"), "<bytes>"),
 ]
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\x1b[=>]|\r")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -125,22 +127,16 @@ class Shell:
         next commands use as the default endpoint."""
         if "serve-test" not in command:
             raise ValueError(f"only llmtap serve-test runs in the background here: {command}")
-        process = subprocess.Popen(
-            ["bash", "-c", f"exec {command} --port 0"],
-            cwd=self.home,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        process = self._serve(command)
         self.background.append(process)
         url = self._listening(process)
         self.aliases[url] = "http://127.0.0.1:11434"
         self.env = {**self.env, "LLMTAP_ENDPOINT": url}
 
-    def _interrupt(self, command: str) -> str:
-        """A server in the foreground, stopped by Ctrl-C once it is listening."""
-        process = subprocess.Popen(
+    def _serve(self, command: str) -> subprocess.Popen[str]:
+        """``llmtap serve-test`` on a free port (shown as its default, 11434), in a session
+        of its own (Ctrl-C reaches it alone)."""
+        return subprocess.Popen(
             ["bash", "-c", f"exec {command} --port 0"],
             cwd=self.home,
             env=self.env,
@@ -149,6 +145,10 @@ class Shell:
             text=True,
             start_new_session=True,
         )
+
+    def _interrupt(self, command: str) -> str:
+        """A server in the foreground, stopped by Ctrl-C once it is listening."""
+        process = self._serve(command)
         lines: list[str] = []
         url = self._listening(process, lines)
         self.aliases[url] = "http://127.0.0.1:11434"
@@ -264,7 +264,5 @@ def test_every_transcript_is_what_its_commands_print(
 def test_normalise_hides_measurements_only() -> None:
     """Times, speeds, dates and ids are masked; words and counts are not."""
     line = "✓ first token    0.024 s  (5 ms) 2025-06-01 12:04 resp_8f3a 46.4 tokens/s 3 models"
-    assert normalise(line) == (
-        "✓ first token    <time>  (<time>) <date> <id> <rate> 3 models"
-    )
+    assert normalise(line) == ("✓ first token    <time>  (<time>) <date> <id> <rate> 3 models")
     assert normalise("│ 1 │ 0.5 │", loose=True) == "│ N │ N │"
