@@ -62,7 +62,7 @@ def test_docs_stream_example_runs_on_both_servers(
     A figure nothing measured is left out, as the example says: the example sends no seed,
     and an answer the model ends at once (no text) has no first token and no speed (CI saw
     it once on llama-server)."""
-    block = example("async with client.stream(question) as stream:")
+    block = example("elif isinstance(event, TextDelta):")
     monkeypatch.setenv("LLMTAP_ENDPOINT", served.url)  # the example names no endpoint
     exec(compile(block.body, block.where, "exec"), {"__name__": "readme"})
     last = capsys.readouterr().out.splitlines()[-1]
