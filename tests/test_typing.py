@@ -1,5 +1,5 @@
-"""The examples of the README and the docs, and a file that uses the public API as a user would, pass
-``mypy --strict`` in a user's project: no pydantic mypy plugin (issue 21, item 4)."""
+"""The examples of the README and the docs, and a file that uses the public API as a user
+would, pass ``mypy --strict`` in a user's project: no pydantic mypy plugin (issue 21, item 4)."""
 
 from __future__ import annotations
 
