@@ -1,12 +1,14 @@
 """llmtap: the async streaming client for local LLM servers and OpenAI-compatible APIs.
 
 Example:
+    >>> import asyncio
     >>> import llmtap
     >>> async def main() -> None:
     ...     async with llmtap.LLMClient(model="qwen3") as client:
     ...         await client.preflight_check()
     ...         async for chunk in client.stream_chat_with_retry([llmtap.Message.user("Hi")]):
     ...             ...
+    >>> asyncio.run(main())
 """
 
 from llmtap._api import ChatAPI

@@ -52,11 +52,14 @@ class LLMClient:
         **overrides: Fields of :class:`LLMConfig` to set, when ``config`` is not given.
 
     Example:
+        >>> import asyncio
         >>> async def main() -> None:
         ...     async with LLMClient(model="qwen3") as client:
         ...         await client.preflight_check()
         ...         result = await client.chat([Message.user("Hi")])
         ...         print(result.text, result.usage)
+        >>> asyncio.run(main())
+        Hello! prompt_tokens=9 completion_tokens=3 total_tokens=12 source='server'
     """
 
     __slots__ = ("_cache", "_hooks", "_log", "_route", "_upstream")
@@ -424,6 +427,7 @@ class LLMClient:
             LLMError: As :meth:`chat` raises.
 
         Example:
+            >>> from pydantic import BaseModel
             >>> class City(BaseModel):
             ...     name: str
             ...     population: int
@@ -509,6 +513,11 @@ class LLMClient:
         Example:
             >>> async for event in client.pull("llama3.2"):
             ...     print(event.status, event.completed, event.total)
+            pulling manifest None None
+            pulling 7f1c22a0a83f 0 1387414370
+            pulling 7f1c22a0a83f 346853592 1387414370
+            ...
+            success None None
 
         Raises:
             LLMResponseError: The model is not in the registry (404), or Ollama reported

@@ -258,7 +258,7 @@ class LLMConfig(BaseSettings):
             pydantic.ValidationError: A value from the arguments or the environment is bad.
 
         Example:
-            >>> config = LLMConfig.load(model="qwen3")  # doctest: +SKIP
+            >>> config = LLMConfig.load(model="qwen3")
         """
         path = Path(config_file).expanduser() if config_file is not None else None
         required = path is not None or bool(os.environ.get("LLMTAP_CONFIG"))

@@ -126,7 +126,9 @@ class ChatStream:
         ...     async for piece in stream.text():
         ...         print(piece, end="", flush=True)
         ...     result = await stream.result()
+        Hello! How can I help?
         >>> print(result.usage, result.timings)
+        prompt_tokens=9 completion_tokens=6 total_tokens=15 source='server' time_to_first_token=...
     """
 
     __slots__ = ("_call", "_events", "_first", "_iterated", "_reader", "_request_for", "_result")

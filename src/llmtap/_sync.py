@@ -147,6 +147,8 @@ class SyncClient:
         ...     with client.stream([Message.user("Count to 5")]) as stream:
         ...         for piece in stream.text():
         ...             print(piece, end="")
+        Hello!
+        1, 2, 3, 4, 5
     """
 
     def __init__(self, config: LLMConfig | None = None, **overrides: Any) -> None:

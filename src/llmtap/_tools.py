@@ -237,6 +237,7 @@ class Tool(Generic[P, R]):
         parameters: The JSON schema of the arguments.
 
     Example:
+        >>> from typing import Literal
         >>> @tool
         ... def get_weather(city: str, unit: Literal["C", "F"] = "C") -> str:
         ...     '''Current weather in a city.

@@ -12,7 +12,8 @@ Example:
     >>> import llmtap.batch
     >>> async with Router(["http://gpu1:11434", "http://gpu2:11434"], model="qwen3") as router:
     ...     report = await llmtap.batch.run(router, "in.jsonl", "out.jsonl", resume=True)
-    >>> print(report.succeeded, report.failed, f"{report.requests_per_second:.1f} req/s")
+    >>> print(report.succeeded, report.failures, f"{report.requests_per_second:.1f} req/s")
+    3 0 ... req/s
 """
 
 from llmtap._batch import BatchReport, BatchTarget, run

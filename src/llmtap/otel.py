@@ -437,6 +437,7 @@ def instrument(
     Example:
         >>> import llmtap.otel
         >>> llmtap.otel.instrument()
+        <llmtap.otel.OTelHook object at 0x...>
     """
     global _installed
     uninstrument()

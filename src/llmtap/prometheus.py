@@ -247,8 +247,9 @@ def hooks(registry: CollectorRegistry | None = None) -> PrometheusHook:
 
     Example:
         >>> from prometheus_client import start_http_server
+        >>> import llmtap.prometheus
         >>> metrics = llmtap.prometheus.hooks()
         >>> router = Router(["http://gpu1:11434", "http://gpu2:11434"], hooks=[metrics])
-        >>> start_http_server(9100)
+        >>> server, thread = start_http_server(9100)
     """
     return PrometheusHook(registry)

@@ -203,6 +203,7 @@ class ChatProcessor:
             or a router argument out of range (the message names it).
 
     Example:
+        >>> import ray
         >>> ds = ray.data.from_items([{"prompt": "Why is the sky blue?"}])
         >>> ds = ds.map_batches(
         ...     ChatProcessor,
@@ -210,6 +211,7 @@ class ChatProcessor:
         ...     compute=ray.data.ActorPoolStrategy(size=2),
         ... )
         >>> ds.take(1)[0]["text"]
+        'Rayleigh scattering: blue light scatters the most.'
     """
 
     def __init__(

@@ -229,9 +229,11 @@ async def run(
         LLMUsageError: An argument out of range.
 
     Example:
-        >>> async with Router(["http://gpu1:11434", "http://gpu2:11434"]) as router:
+        >>> import llmtap.batch
+        >>> async with Router(["http://gpu1:11434", "http://gpu2:11434"], model="qwen3") as router:
         ...     report = await llmtap.batch.run(router, "in.jsonl", "out.jsonl", resume=True)
-        ...     print(report.succeeded, report.failed, report.requests_per_second)
+        ...     print(report.succeeded, report.failures, report.failed)
+        3 0 {}
     """
     if concurrency < 1:
         raise LLMUsageError(f"concurrency must be at least 1, not {concurrency}")

@@ -104,6 +104,7 @@ class Router:
         ValueError: An argument is out of range (the message names it).
 
     Example:
+        >>> import asyncio
         >>> async def main() -> None:
         ...     async with Router(
         ...         ["http://gpu1:11434", "http://gpu2:11434", "http://gpu3:11434"],
@@ -111,6 +112,8 @@ class Router:
         ...     ) as router:
         ...         result = await router.chat([Message.user("Hi")])
         ...         print(result.text, router.stats())
+        >>> asyncio.run(main())
+        Hello! [EndpointStats(name='http://gpu1:11434', ...), ...]
     """
 
     def __init__(
@@ -308,6 +311,8 @@ class Router:
         Example:
             >>> for s in router.stats():
             ...     print(s.name, s.state, s.in_flight, s.completed, s.failed)
+            http://gpu1:11434 healthy 0 0 0
+            http://gpu2:11434 healthy 0 0 0
         """
         try:
             now = asyncio.get_running_loop().time()
