@@ -50,15 +50,16 @@ _RULE = re.compile(r"[─━═┄]+")
 
 
 def normalise(text: str, *, loose: bool = False) -> str:
-    """``text`` with its measurements replaced; ``loose``: every number, and the widths of
-    table rules and padding, too."""
+    """``text`` with its measurements replaced, and what rich's versions draw differently
+    (a rule's length, a blank line between two renderables) left out; ``loose``: every
+    number and the padding too."""
     for pattern, placeholder in _MEASURED:
         text = pattern.sub(placeholder, text)
+    text = _RULE.sub("─", text)
     if loose:
         text = _NUMBER.sub("N", text)
-        text = _RULE.sub("─", text)
         text = re.sub(r"[ \t]+", " ", text)
-    return "\n".join(line.rstrip() for line in text.splitlines()).strip("\n")
+    return "\n".join(line.rstrip() for line in text.splitlines() if line.strip())
 
 
 def _plain(terminal: str) -> str:
@@ -266,3 +267,4 @@ def test_normalise_hides_measurements_only() -> None:
     line = "✓ first token    0.024 s  (5 ms) 2025-06-01 12:04 resp_8f3a 46.4 tokens/s 3 models"
     assert normalise(line) == ("✓ first token    <time>  (<time>) <date> <id> <rate> 3 models")
     assert normalise("│ 1 │ 0.5 │", loose=True) == "│ N │ N │"
+    assert normalise("NAME\n─────\n\nx") == normalise("NAME\n──────\nx") == "NAME\n─\nx"
