@@ -998,10 +998,9 @@ def cache_clear(
     """Delete the cache's answers (all of them, or the old ones)."""
 
     def body() -> int:
-        from llmtap.cli._cache import cache_clear_command, parse_duration
+        from llmtap.cli._cache import cache_clear_command
 
-        seconds = parse_duration(older_than) if older_than is not None else None
-        return cache_clear_command(_cache_file(config), older_than=seconds, as_given=older_than)
+        return cache_clear_command(_cache_file(config), older_than=older_than)
 
     run(body, debug=debug)
 

@@ -65,21 +65,18 @@ def cache_info_command(path: Path, *, as_json: bool) -> int:
     return EXIT_OK
 
 
-def cache_clear_command(
-    path: Path, *, older_than: float | None, as_given: str | None = None
-) -> int:
-    """Delete the cache's answers (those older than ``older_than`` seconds, when given;
-    ``as_given``: the duration as the user wrote it, which the report repeats)."""
+def cache_clear_command(path: Path, *, older_than: str | None) -> int:
+    """Delete the cache's answers (those kept longer than ``older_than``, a duration as the
+    user wrote it, when given; the report repeats it so)."""
+    seconds = parse_duration(older_than) if older_than is not None else None
     out, _ = consoles()
     if not path.is_file():
         out.print(f"deleted 0 answers (there is no cache at {path})", markup=False)
         return EXIT_OK
-    deleted = clear_cache(path, older_than=older_than)
+    deleted = clear_cache(path, older_than=seconds)
     which = ""
     if older_than is not None:
-        shown = as_given.strip() if as_given is not None else f"{older_than:g}"
-        if shown.replace(".", "", 1).isdigit():
-            shown += " s"
-        which = f" kept more than {shown} ago"
+        shown = older_than.strip()
+        which = f" kept more than {shown}{'' if shown[-1:].isalpha() else ' s'} ago"
     out.print(f"deleted {plural(deleted, 'answer')}{which} from {path}", markup=False)
     return EXIT_OK
