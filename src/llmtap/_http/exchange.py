@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from functools import partial
 from typing import Any, NoReturn
 
 import aiohttp
@@ -307,20 +308,16 @@ class Exchange:
             )
         if content_type not in _STREAM_TYPES:
             return self._not_an_llm_stream(content_type, on_failure, on_close)
-        decoder: ChunkDecoder
+        kind: Callable[..., ChunkDecoder]
         if content_type == "application/x-ndjson":
-            decoder = NDJSONChunks(
-                config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
-            )
+            kind = NDJSONChunks
         elif responses:
-            decoder = ResponsesChunks(
-                config.max_line_bytes, self.method, self.url, sink=sink,
-                collect_text=collect_text, output_limit=output_limit,
-            )  # fmt: skip
+            kind = partial(ResponsesChunks, output_limit=output_limit)
         else:
-            decoder = SSEChunks(
-                config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
-            )
+            kind = SSEChunks
+        decoder = kind(
+            config.max_line_bytes, self.method, self.url, sink=sink, collect_text=collect_text
+        )
         return self.read(
             decoder, on_first=on_first, on_end=on_end, on_failure=on_failure, on_close=on_close
         )
